@@ -1,0 +1,126 @@
+"""Architectures registered by name: ``register_model``, ``create_model``, ``list_models``."""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from torch import nn
+
+from .normalize import IMAGENET_MEAN, IMAGENET_STD
+
+
+@dataclass(frozen=True)
+class ArchitectureInfo:
+    """What a user needs to know about an architecture before building it."""
+
+    name: str
+    family: str
+    head: str  # "gap" or "gcp"
+    reduction_dim: int | None
+    num_classes: int
+    input_size: int
+    builder: Callable[..., nn.Module] = field(repr=False, compare=False)
+    aliases: tuple[str, ...] = ()
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+
+_ARCHITECTURES: dict[str, ArchitectureInfo] = {}
+_ALIASES: dict[str, str] = {}
+
+
+class UnknownModelError(KeyError):
+    """A model name that is neither a registered architecture, an alias nor a checkpoint record."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def register_model(
+    name: str,
+    *,
+    family: str,
+    head: str,
+    num_classes: int,
+    input_size: int,
+    reduction_dim: int | None = None,
+    aliases: tuple[str, ...] = (),
+    **builder_kwargs,
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Register ``builder(num_classes=..., reduction_dim=..., **builder_kwargs)`` under ``name``.
+
+    Every builder takes ``reduction_dim`` (None for a GAP head), so one class serves both heads.
+    """
+
+    def decorate(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        for key in (name, *aliases):
+            if key in _ARCHITECTURES or key in _ALIASES:
+                raise ValueError(f"model name {key!r} is registered twice")
+
+        def build(**kwargs) -> nn.Module:
+            return builder(reduction_dim=reduction_dim, **builder_kwargs, **kwargs)
+
+        _ARCHITECTURES[name] = ArchitectureInfo(
+            name=name, family=family, head=head, reduction_dim=reduction_dim,
+            num_classes=num_classes, input_size=input_size, builder=build, aliases=aliases,
+        )
+        _ALIASES.update({alias: name for alias in aliases})
+        return builder
+
+    return decorate
+
+
+def list_models(pattern: str | None = None, *, include_aliases: bool = False) -> list[str]:
+    """Sorted architecture names, optionally filtered by a glob pattern (case-insensitive)."""
+    names = list(_ARCHITECTURES) + (list(_ALIASES) if include_aliases else [])
+    if pattern:
+        names = [n for n in names if fnmatch.fnmatch(n.lower(), pattern.lower())]
+    return sorted(names)
+
+
+def architecture_info(name: str) -> ArchitectureInfo:
+    """Look up an architecture by name or alias."""
+    key = _ALIASES.get(name, name)
+    if key not in _ARCHITECTURES:
+        close = difflib.get_close_matches(name, list_models(include_aliases=True), n=5, cutoff=0.5)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise UnknownModelError(
+            f"unknown architecture {name!r}{hint}. `gcp-robust models` lists all names."
+        )
+    return _ARCHITECTURES[key]
+
+
+def build_architecture(name: str, num_classes: int | None = None, **kwargs) -> nn.Module:
+    """Build an architecture with random weights; ``num_classes`` defaults to the architecture's."""
+    info = architecture_info(name)
+    model = info.builder(num_classes=info.num_classes if num_classes is None else num_classes, **kwargs)
+    model.architecture = info
+    return model
+
+
+def create_model(
+    name: str,
+    num_classes: int | None = None,
+    checkpoint: str | Path | None = None,
+    **kwargs,
+) -> nn.Module:
+    """Build an architecture or a released checkpoint's architecture, optionally loading weights.
+
+    ``name`` is an architecture (``resnet50_gcp``), an original constructor name
+    (``resnet50_mpncov``) or a checkpoint record (``ResNet50_GCP_LRnorm``). The model is
+    returned in eval mode when a checkpoint is loaded.
+    """
+    from .zoo import checkpoint_record, load_checkpoint
+
+    record = checkpoint_record(name)
+    model = build_architecture(record.architecture if record else name, num_classes, **kwargs)
+    if record:
+        model.checkpoint_record = record
+    if checkpoint is not None:
+        load_checkpoint(model, checkpoint)
+        model.eval()
+    return model
