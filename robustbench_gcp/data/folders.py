@@ -1,0 +1,59 @@
+"""ImageFolder datasets that yield uint8 tensors, and seeded class-balanced subsets."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch.utils.data import Subset
+from torchvision import datasets, transforms
+
+
+def eval_transform(input_size: int) -> transforms.Compose:
+    """The paper's eval transform at 224 px (resize 256, center crop 224); none for 32-px sets.
+
+    Images stay uint8 (C, H, W): conversion to float happens on the model's device.
+    """
+    steps = [transforms.PILToTensor()]
+    if input_size >= 64:
+        steps[:0] = [transforms.Resize(round(input_size * 256 / 224)), transforms.CenterCrop(input_size)]
+    return transforms.Compose(steps)
+
+
+def image_folder(root: str | Path, input_size: int) -> datasets.ImageFolder:
+    """An ImageFolder (``root/<class>/<image>``) with the eval transform, with a clear error when empty."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset folder {root} does not exist; pass an ImageFolder root (<class>/<image>)")
+    try:
+        return datasets.ImageFolder(str(root), transform=eval_transform(input_size))
+    except (FileNotFoundError, RuntimeError) as error:
+        raise FileNotFoundError(f"dataset folder {root} holds no images in class subfolders ({error})") from None
+
+
+def balanced_subset(dataset: datasets.ImageFolder, limit: int | None, seed: int = 0) -> Subset | datasets.ImageFolder:
+    """A fixed, seeded subset of ``limit`` images spread evenly over the classes.
+
+    Each class gives ``limit // classes`` images (the first classes one more for the remainder),
+    chosen by a seeded permutation, so the same ``limit`` and ``seed`` always give the same images.
+    """
+    if limit is None or limit >= len(dataset):
+        return dataset
+    indices = _balanced_indices(dataset.targets, limit, seed)
+    return Subset(dataset, indices)
+
+
+def _balanced_indices(targets: Sequence[int], limit: int, seed: int) -> list[int]:
+    labels = torch.as_tensor(targets)
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(labels), generator=generator)
+    classes = labels.unique().tolist()
+    quota = {c: limit // len(classes) + (i < limit % len(classes)) for i, c in enumerate(classes)}
+    chosen: list[int] = []
+    for index in order.tolist():
+        label = int(labels[index])
+        if quota[label] > 0:
+            quota[label] -= 1
+            chosen.append(index)
+    return sorted(chosen)
