@@ -7,7 +7,12 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 
+from pathlib import Path
+
 from . import __version__
+from .corruptions import BACKENDS, PROTOCOLS, CorruptionError, names
+from .corruptions.api import check_name
+from .corruptions.export import ExportConfig, export_corrupted_folder
 from .models import CheckpointError, UnknownModelError, create_model, guess_architecture, read_checkpoint
 from .models.catalog import catalog, parameter_count
 from .models.zoo import file_sha256
@@ -47,6 +52,41 @@ def _cmd_checkpoint(args: argparse.Namespace) -> None:
     print(json.dumps(summary, indent=2))
 
 
+def _corruption_list(text: str) -> list[str]:
+    """'a,b' or a subset name ('common', 'all', 'extra', 'noise', ...)."""
+    try:
+        return names(text)
+    except CorruptionError:
+        chosen = [part.strip() for part in text.split(",") if part.strip()]
+        for name in chosen:
+            check_name(name)
+        return chosen
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _cmd_corrupt(args: argparse.Namespace) -> None:
+    config = ExportConfig(
+        data=Path(args.data), out=Path(args.out), protocol=args.protocol,
+        corruptions=_corruption_list(args.corruptions), severities=args.severities, backend=args.backend,
+        device=args.device or _default_device(), batch_size=args.batch_size, workers=args.workers,
+        seed=args.seed, size=args.size,
+    )
+    summary = export_corrupted_folder(config, progress=not args.quiet)
+    print(f"wrote {summary.written} images, skipped {summary.skipped} already present, into {config.out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gcp-robust", description="Robustness benchmarking of GAP and GCP (iSQRT-COV) classifiers."
@@ -64,6 +104,24 @@ def build_parser() -> argparse.ArgumentParser:
     checkpoint.add_argument("--model", help="architecture or checkpoint record to load it into")
     checkpoint.add_argument("--num-classes", type=int, help="classifier size (default: the architecture's)")
     checkpoint.set_defaults(run=_cmd_checkpoint)
+
+    corrupt = commands.add_parser(
+        "corrupt", help="write a corrupted copy of an ImageFolder (<corruption>/<severity>/<class>/<file>)"
+    )
+    corrupt.add_argument("--data", required=True, help="ImageFolder root: <class>/<image>")
+    corrupt.add_argument("--out", required=True, help="output root; existing files are kept (resume)")
+    corrupt.add_argument("--protocol", choices=PROTOCOLS, default="imagenet-c")
+    corrupt.add_argument("--corruptions", default="common",
+                         help="comma-separated names, or common|extra|all|noise|blur|weather|digital")
+    corrupt.add_argument("--severities", type=_int_list, default=[1, 2, 3, 4, 5], help="e.g. 1,3,5")
+    corrupt.add_argument("--backend", choices=BACKENDS, default="native")
+    corrupt.add_argument("--device", help="cpu or cuda (default: cuda when present)")
+    corrupt.add_argument("--batch-size", type=int, default=64)
+    corrupt.add_argument("--workers", type=int, default=0, help="DataLoader decode workers")
+    corrupt.add_argument("--seed", type=int, default=0)
+    corrupt.add_argument("--size", type=int, help="resize+center-crop side (default 224; 32 for cifar10-c)")
+    corrupt.add_argument("--quiet", action="store_true", help="no progress bar")
+    corrupt.set_defaults(run=_cmd_corrupt)
     return parser
 
 
@@ -73,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run: Callable[[argparse.Namespace], None] = args.run
     try:
         run(args)
-    except (UsageError, CheckpointError, UnknownModelError) as error:
+    except (UsageError, CheckpointError, UnknownModelError, CorruptionError, FileNotFoundError, ValueError) as error:
         print(f"gcp-robust {args.command}: error: {error}", file=sys.stderr)
         return 2
     return 0

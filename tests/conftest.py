@@ -34,3 +34,32 @@ def resnet44_file() -> Path:
 @pytest.fixture(scope="session")
 def cifar_test_dir() -> Path:
     return shared_path("cifar10_test_jpg/test")
+
+
+def _load_images(paths, size: int | None) -> torch.Tensor:
+    import numpy as np
+    from PIL import Image
+
+    arrays = []
+    for path in paths:
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+            if size is not None and image.size != (size, size):
+                image = image.resize((size, size), Image.BILINEAR)
+            arrays.append(np.asarray(image))
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255
+
+
+@pytest.fixture(scope="session")
+def imagenet_photos() -> torch.Tensor:
+    """24 real ImageNet validation photos at 224 px, float in [0, 1]."""
+    paths = sorted(shared_path("imagenet_val_acuity/data").glob("*.JPEG"))[:24]
+    return _load_images(paths, 224)
+
+
+@pytest.fixture(scope="session")
+def cifar_photos() -> torch.Tensor:
+    """40 real CIFAR-10 test images (4 per class), 32 px, float in [0, 1]."""
+    root = shared_path("cifar10_test_jpg/test")
+    paths = [p for folder in sorted(root.iterdir()) for p in sorted(folder.glob("*.jpg"))[:4]]
+    return _load_images(paths, None)

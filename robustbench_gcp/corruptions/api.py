@@ -36,6 +36,7 @@ _FUNCTIONS: dict[str, CorruptionFn] = {
 }
 
 BACKENDS = ("native", "reference")
+IMAGENET_C_JPEG_QUALITY = 85
 
 
 class CorruptionError(ValueError):
@@ -103,6 +104,29 @@ def corrupt(
     ``generator`` is one ``torch.Generator`` for the batch or one per image (then each image's
     result does not depend on the batch it is in). Same shape, dtype and device out.
     """
+    out = _corrupt_unsaved(images, name, severity, protocol, backend, generator)
+    if protocol == "cifar10-c":  # the released .npy files hold np.uint8 of the output
+        out = ops.truncate_to_uint8_levels(out)
+    elif protocol == "imagenet-c":  # the released files are np.uint8 of the output, saved as JPEG q85
+        out = ops.jpeg_round_trip(ops.truncate_to_uint8_levels(out), IMAGENET_C_JPEG_QUALITY)
+    return out.to(images.dtype)
+
+
+def corrupt_to_uint8(
+    images: Tensor, name: str, severity: int, *, protocol: str = "imagenet-c", backend: str = "native",
+    generator: GeneratorArg = None,
+) -> Tensor:
+    """The corrupted batch as the generators store it before writing a file: np.uint8(255·x).
+
+    Writing these as JPEG q85 (imagenet-c) or PNG gives the released file formats; ``corrupt``
+    applies the same storage step in memory.
+    """
+    return ops.truncate_to_uint8(_corrupt_unsaved(images, name, severity, protocol, backend, generator))
+
+
+def _corrupt_unsaved(
+    images: Tensor, name: str, severity: int, protocol: str, backend: str, generator: GeneratorArg
+) -> Tensor:
     check_options(name, severity, protocol, backend)
     check_images(images, protocol)
     if images.shape[0] == 0:
@@ -113,9 +137,4 @@ def corrupt(
         return reference_corrupt(images, name, severity, generator)
     work = images.to(torch.float32) if images.dtype in (torch.float16, torch.bfloat16) else images
     draws = Draws(images.shape[0], images.device, generator)
-    out = _FUNCTIONS[name](work, PARAMETERS[protocol][name][severity - 1], draws, protocol)
-    if protocol == "cifar10-c":  # the released .npy files hold np.uint8 of the output
-        out = ops.truncate_to_uint8_levels(out)
-    elif protocol == "imagenet-c":  # the released files are np.uint8 of the output, saved as JPEG q85
-        out = ops.jpeg_round_trip(ops.truncate_to_uint8_levels(out), 85)
-    return out.to(images.dtype)
+    return _FUNCTIONS[name](work, PARAMETERS[protocol][name][severity - 1], draws, protocol)

@@ -44,44 +44,57 @@ def jpeg_compression(x: Tensor, quality: int, draws: Draws, protocol: str) -> Te
 
 
 @functools.lru_cache(maxsize=64)
-def _pillow_box_weights(in_size: int, out_size: int) -> Tensor:
-    """Pillow's BOX resampling as a (out, in) matrix (its ``precompute_coeffs``)."""
+def _pillow_box_ranges(in_size: int, out_size: int) -> tuple[Tensor, Tensor]:
+    """Pillow's BOX resampling (its ``precompute_coeffs``): output o averages inputs [low_o, high_o).
+
+    The box filter gives weight 1 to inputs whose centre lies in (−½, ½] of the output's
+    footprint, so each output is the plain mean of one contiguous run of inputs.
+    """
     scale = in_size / out_size
     filter_scale = max(scale, 1.0)
     support = 0.5 * filter_scale
-    weights = torch.zeros(out_size, in_size, dtype=torch.float64)
+    lows, highs = [], []
     for out in range(out_size):  # once per (size, scale), cached
         center = (out + 0.5) * scale
-        low = max(int(center - support + 0.5), 0)
-        high = min(int(center + support + 0.5), in_size)
-        for source in range(low, high):
-            offset = (source - center + 0.5) / filter_scale
-            weights[out, source] = 1.0 if -0.5 < offset <= 0.5 else 0.0
-        weights[out] /= weights[out].sum()
-    return weights
+        start = max(int(center - support + 0.5), 0)
+        stop = min(int(center + support + 0.5), in_size)
+        inside = [s for s in range(start, stop) if -0.5 < (s - center + 0.5) / filter_scale <= 0.5]
+        lows.append(inside[0])
+        highs.append(inside[-1] + 1)
+    return torch.tensor(lows), torch.tensor(highs)
 
 
-@functools.lru_cache(maxsize=64)
-def _pillow_nearest_weights(in_size: int, out_size: int) -> Tensor:
-    """Pillow's NEAREST resize as a one-hot (out, in) matrix: source = floor((o + 0.5)·in/out)."""
-    source = ((torch.arange(out_size, dtype=torch.float64) + 0.5) * (in_size / out_size)).floor().long()
-    return torch.nn.functional.one_hot(source.clamp(max=in_size - 1), in_size).double()
+def _box_resize_rows(levels: Tensor, size: int) -> Tensor:
+    """Pillow BOX resize of the row axis (-2) on 0–255 levels, rounded to 8 bits.
+
+    Means of contiguous runs via prefix sums; integer levels keep float32 sums exact.
+    """
+    low, high = (t.to(levels.device) for t in _pillow_box_ranges(levels.shape[-2], size))
+    prefix = torch.cat([torch.zeros_like(levels[..., :1, :]), levels.cumsum(-2)], -2)
+    total = prefix.index_select(-2, high) - prefix.index_select(-2, low)
+    return (total / (high - low).to(levels)[:, None]).round()
 
 
-def _pillow_resize(levels: Tensor, weights_h: Tensor, weights_w: Tensor) -> Tensor:
-    """Horizontal then vertical pass on 0–255 levels, rounding to 8 bits after each, as Pillow."""
-    wide = (levels @ weights_w.T.to(levels)).round().clamp(0, 255)
-    return (weights_h.to(levels) @ wide).round().clamp(0, 255)
+def _nearest_resize_rows(levels: Tensor, size: int) -> Tensor:
+    """Pillow NEAREST resize of the row axis: source = floor((o + ½)·in/out)."""
+    in_size = levels.shape[-2]
+    source = ((torch.arange(size, dtype=torch.float64) + 0.5) * (in_size / size)).floor().long()
+    return levels.index_select(-2, source.clamp(max=in_size - 1).to(levels.device))
+
+
+def _resize(levels: Tensor, height: int, width: int, rows_fn) -> Tensor:
+    """Horizontal pass first, then vertical, as Pillow; rows are the fast axis to gather."""
+    wide = rows_fn(levels.transpose(-1, -2), width).transpose(-1, -2)
+    return rows_fn(wide, height)
 
 
 def pixelate(x: Tensor, factor: float, draws: Draws, protocol: str) -> Tensor:
     """Pillow BOX down-scaling, then NEAREST (imagecorruptions) or BOX (the generators) back up."""
     h, w = x.shape[-2:]
-    small_h, small_w = int(h * factor), int(w * factor)
-    up = _pillow_nearest_weights if protocol == "imagecorruptions" else _pillow_box_weights
-    levels = ops.to_uint8(x).to(x.dtype)
-    small = _pillow_resize(levels, _pillow_box_weights(h, small_h).to(x.device), _pillow_box_weights(w, small_w).to(x.device))
-    return _pillow_resize(small, up(small_h, h).to(x.device), up(small_w, w).to(x.device)) / 255
+    up = _nearest_resize_rows if protocol == "imagecorruptions" else _box_resize_rows
+    levels = (x.float() * 255).round().clamp(0, 255)
+    small = _resize(levels, int(h * factor), int(w * factor), _box_resize_rows)
+    return (_resize(small, h, w, up) / 255).to(x.dtype)
 
 
 def _displacement(draws: Draws, shape: tuple[int, int], bound: float, sigma: tuple[float, float],

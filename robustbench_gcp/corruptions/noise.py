@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from .random import Draws
@@ -16,11 +17,12 @@ def shot_noise(x: Tensor, rate: float, draws: Draws, protocol: str) -> Tensor:
 
 
 def impulse_noise(x: Tensor, amount: float, draws: Draws, protocol: str) -> Tensor:
-    """scikit-image's ``random_noise(mode='s&p')``: each value flips with p=amount, half to 1."""
-    shape = tuple(x.shape[1:])
-    flipped = draws.uniform(shape, dtype=x.dtype) <= amount
-    salted = draws.uniform(shape, dtype=x.dtype) <= 0.5
-    return x.masked_fill(flipped & salted, 1.0).masked_fill(flipped & ~salted, 0.0)
+    """scikit-image's ``random_noise(mode='s&p')``: each value flips with p=amount, half to 1.
+
+    One uniform draw decides both: below amount/2 salt, between amount/2 and amount pepper.
+    """
+    u = draws.uniform(tuple(x.shape[1:]), dtype=x.dtype)
+    return torch.where(u <= amount, (u <= amount / 2).to(x.dtype), x)
 
 
 def speckle_noise(x: Tensor, sigma: float, draws: Draws, protocol: str) -> Tensor:

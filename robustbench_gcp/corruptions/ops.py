@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -44,6 +45,8 @@ def pad2d(x: Tensor, pad_h: int, pad_w: int, mode: str) -> Tensor:
 
 @functools.lru_cache(maxsize=64)
 def _gaussian_taps(sigma: float, truncate: float) -> tuple[float, ...]:
+    if sigma == 0:  # SciPy leaves an axis with sigma 0 unfiltered
+        return (1.0,)
     radius = int(truncate * sigma + 0.5)
     taps = [math.exp(-0.5 * (i / sigma) ** 2) for i in range(-radius, radius + 1)]
     total = sum(taps)
@@ -208,9 +211,11 @@ def jpeg_round_trip(x: Tensor, quality: int) -> Tensor:
     from torchvision.io import decode_jpeg, encode_jpeg
 
     images = list(to_uint8(x).unbind(0))
-    encoded = encode_jpeg(images, quality=quality)
     device = "cuda" if x.is_cuda else "cpu"
-    decoded = decode_jpeg([e.cpu() for e in encoded] if device == "cpu" else encoded, device=device)
+    with warnings.catch_warnings():  # torchvision 0.29 announces a move of these codecs to torchcodec
+        warnings.simplefilter("ignore", DeprecationWarning)
+        encoded = encode_jpeg(images, quality=quality)
+        decoded = decode_jpeg(encoded, device=device)
     return torch.stack(decoded).to(x.device, x.dtype) / 255
 
 
@@ -219,9 +224,17 @@ def to_uint8(x: Tensor) -> Tensor:
     return (x * 255).round_().clamp_(0, 255).to(torch.uint8)
 
 
+def truncate_to_uint8(x: Tensor) -> Tensor:
+    """np.uint8(x·255): the truncation the reference generators apply before saving.
+
+    A tolerance of 1e-4 levels keeps values that are already 8-bit levels (k/255 in float) at k.
+    """
+    return torch.floor(x.clamp(0, 1) * 255 + 1e-4).to(torch.uint8)
+
+
 def truncate_to_uint8_levels(x: Tensor) -> Tensor:
-    """np.uint8(x·255)/255: the truncation the reference generators apply before saving."""
-    return torch.floor(x.clamp(0, 1) * 255) / 255
+    """``truncate_to_uint8`` back in [0, 1], in the dtype of ``x``."""
+    return truncate_to_uint8(x).to(x.dtype) / 255
 
 
 def plasma_fractal(draws: Draws, mapsize: int, wibble_decay: float) -> Tensor:
