@@ -13,10 +13,13 @@ from . import __version__
 from .corruptions import BACKENDS, PROTOCOLS, CorruptionError, names
 from .corruptions.api import check_name
 from .corruptions.export import ExportConfig, export_corrupted_folder
+from .data.sources import SOURCES
+from .evaluate.corruption import CorruptionEvalConfig, evaluate_corruptions
 from .models import CheckpointError, UnknownModelError, create_model, guess_architecture, read_checkpoint
 from .models.catalog import catalog, parameter_count
 from .models.zoo import file_sha256
-from .report import catalog_table
+from .report import TABLE_FORMATS, catalog_table, comparison_table, corruption_table, plot_corruptions
+from .results import DEFAULT_DB, ResultStore, compare
 
 
 class UsageError(Exception):
@@ -87,6 +90,58 @@ def _cmd_corrupt(args: argparse.Namespace) -> None:
     print(f"wrote {summary.written} images, skipped {summary.skipped} already present, into {config.out}")
 
 
+def _cmd_eval_corruption(args: argparse.Namespace) -> None:
+    config = CorruptionEvalConfig(
+        model=args.model, data=Path(args.data), checkpoint=Path(args.checkpoint) if args.checkpoint else None,
+        num_classes=args.num_classes, source=args.source, protocol=args.protocol, backend=args.backend,
+        corruptions=_corruption_list(args.corruptions), severities=args.severities, limit=args.limit,
+        seed=args.seed, batch_size=args.batch_size, workers=args.workers, device=args.device,
+        autocast=not args.no_autocast, strict=args.strict,
+        clean_data=Path(args.clean_data) if args.clean_data else None,
+        class_index=Path(args.class_index) if args.class_index else None, db=Path(args.db),
+        json=Path(args.json) if args.json else None,
+    )
+    summary = evaluate_corruptions(config, progress=not args.quiet)
+    if summary:
+        print(corruption_table(ResultStore(config.db), [config.model]))
+        if summary["skipped_unreadable"]:
+            print(f"skipped {summary['skipped_unreadable']} unreadable images (use --strict to fail instead)")
+
+
+def _cmd_table(args: argparse.Namespace) -> None:
+    _require_db(args.db)
+    print(corruption_table(ResultStore(args.db), args.model, args.format))
+
+
+def _cmd_plot(args: argparse.Namespace) -> None:
+    _require_db(args.db)
+    print(f"wrote {plot_corruptions(ResultStore(args.db), args.out, args.model)}")
+
+
+def _read_summary(path: str) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such file; pass run summaries written with --json") from None
+    except json.JSONDecodeError as error:
+        raise UsageError(f"{path}: not a JSON run summary ({error})") from None
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    differences = compare(_read_summary(args.baseline), _read_summary(args.current))
+    print(comparison_table(differences, args.max_increase))
+    worse = [d for d in differences if d.worse_by is not None and d.worse_by > args.max_increase]
+    if worse:
+        print(f"\n{len(worse)} metric(s) worse by more than {args.max_increase} points")
+        return 1
+    return 0
+
+
+def _require_db(path: str) -> None:
+    if not Path(path).is_file():
+        raise UsageError(f"results database {path} does not exist; run an evaluation first or pass --db")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gcp-robust", description="Robustness benchmarking of GAP and GCP (iSQRT-COV) classifiers."
@@ -122,19 +177,63 @@ def build_parser() -> argparse.ArgumentParser:
     corrupt.add_argument("--size", type=int, help="resize+center-crop side (default 224; 32 for cifar10-c)")
     corrupt.add_argument("--quiet", action="store_true", help="no progress bar")
     corrupt.set_defaults(run=_cmd_corrupt)
+
+    evaluate = commands.add_parser("eval-corruption", help="clean error, CE, mCE and relative mCE of a model")
+    evaluate.add_argument("--model", required=True, help="architecture or checkpoint record (gcp-robust models)")
+    evaluate.add_argument("--checkpoint", help="weights file (.pth.tar/.th)")
+    evaluate.add_argument("--num-classes", type=int)
+    evaluate.add_argument("--data", required=True,
+                          help="clean ImageFolder (generated), ImageNet-C root, or CIFAR-10-C folder")
+    evaluate.add_argument("--source", choices=SOURCES, default="generated")
+    evaluate.add_argument("--clean-data", help="clean ImageFolder for the clean error with released sources")
+    evaluate.add_argument("--class-index", help="imagenet_class_index.json or synset_words.txt for class subsets")
+    evaluate.add_argument("--protocol", choices=PROTOCOLS, default="imagenet-c")
+    evaluate.add_argument("--backend", choices=BACKENDS, default="native")
+    evaluate.add_argument("--corruptions", default="common",
+                          help="comma-separated names, or common|extra|all|noise|blur|weather|digital")
+    evaluate.add_argument("--severities", type=_int_list, default=[1, 2, 3, 4, 5])
+    evaluate.add_argument("--limit", type=int, help="a fixed, class-balanced, seeded subset of N images")
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--batch-size", type=int, default=128)
+    evaluate.add_argument("--workers", type=int, default=4)
+    evaluate.add_argument("--device", help="cpu or cuda (default: cuda when present)")
+    evaluate.add_argument("--no-autocast", action="store_true", help="float32 on the GPU instead of bf16")
+    evaluate.add_argument("--strict", action="store_true", help="fail on unreadable images instead of skipping")
+    evaluate.add_argument("--db", default=str(DEFAULT_DB))
+    evaluate.add_argument("--json", help="write the run summary here")
+    evaluate.add_argument("--quiet", action="store_true")
+    evaluate.set_defaults(run=_cmd_eval_corruption)
+
+    table = commands.add_parser("table", help="per-corruption CE, mCE, relative mCE of stored runs")
+    table.add_argument("--db", default=str(DEFAULT_DB))
+    table.add_argument("--model", action="append", help="only these models (repeatable)")
+    table.add_argument("--format", choices=TABLE_FORMATS, default="github")
+    table.set_defaults(run=_cmd_table)
+
+    plot = commands.add_parser("plot", help="error against severity per corruption, one line per model")
+    plot.add_argument("--db", default=str(DEFAULT_DB))
+    plot.add_argument("--model", action="append")
+    plot.add_argument("--out", required=True, help="PNG file")
+    plot.set_defaults(run=_cmd_plot)
+
+    comparison = commands.add_parser("compare", help="regression table of two --json summaries (exit 1 if worse)")
+    comparison.add_argument("baseline")
+    comparison.add_argument("current")
+    comparison.add_argument("--max-increase", type=float, default=1.0,
+                            help="largest tolerated worsening in percentage points (default 1.0)")
+    comparison.set_defaults(run=_cmd_compare)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    run: Callable[[argparse.Namespace], None] = args.run
+    run: Callable[[argparse.Namespace], int | None] = args.run
     try:
-        run(args)
+        return run(args) or 0
     except (UsageError, CheckpointError, UnknownModelError, CorruptionError, FileNotFoundError, ValueError) as error:
         print(f"gcp-robust {args.command}: error: {error}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

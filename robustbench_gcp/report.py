@@ -1,13 +1,25 @@
-"""Text tables for the command line (tabulate)."""
+"""Tables (tabulate) and plots (matplotlib) of the zoo and of stored runs."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import math
 from collections.abc import Sequence
+from pathlib import Path
 
 from tabulate import tabulate
 
+from .corruptions import names
+from .evaluate.corruption import summarize
+from .metrics import corruption_error
 from .models.catalog import CatalogEntry
+from .models.registry import UnknownModelError, architecture_info
+from .models.zoo import checkpoint_record
+from .results import Difference, ResultStore, Run
+
+TABLE_FORMATS = ("github", "latex", "plain", "csv")
 
 
 def _millions(count: int) -> str:
@@ -28,3 +40,104 @@ def catalog_table(entries: Sequence[CatalogEntry], fmt: str = "table") -> str:
     ]
     headers = ("name", "kind", "architecture", "head", "dim", "params", "input", "lr_mode", "top1", "top5", "aliases")
     return tabulate(rows, headers=headers, tablefmt="github")
+
+
+def render(rows: list[list], headers: list[str], fmt: str) -> str:
+    """A table in one of TABLE_FORMATS; empty cells for missing values."""
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(headers)
+        writer.writerows([["" if v is None else v for v in row] for row in rows])
+        return buffer.getvalue()
+    return tabulate(rows, headers=headers, tablefmt=fmt, floatfmt=".2f", missingval="")
+
+
+def _column_order(run: Run) -> tuple:
+    """GAP next to GCP: sort by architecture family and depth, then head, then run id."""
+    record = checkpoint_record(run.model)
+    try:
+        info = architecture_info(record.architecture if record else run.model)
+        base = info.name.rsplit("_", 1)[0]
+        return (info.family, base, info.head, run.model, run.id)
+    except UnknownModelError:
+        return ("~", run.model, "", run.model, run.id)
+
+
+def _labels(runs: list[Run]) -> list[str]:
+    counts = {r.model: sum(o.model == r.model for o in runs) for r in runs}
+    return [r.model if counts[r.model] == 1 else f"{r.model}#{r.id}" for r in runs]
+
+
+def corruption_runs(store: ResultStore, models: list[str] | None) -> list[tuple[Run, dict]]:
+    runs = sorted(store.runs("corruption", models), key=_column_order)
+    return [(run, summarize(run, store.cells(run), [])) for run in runs]
+
+
+def corruption_table(store: ResultStore, models: list[str] | None = None, fmt: str = "github") -> str:
+    """Per-corruption CE (or mean error where severities are missing), models as columns."""
+    runs = corruption_runs(store, models)
+    if not runs:
+        return "no corruption runs in the store"
+    corruptions = [n for n in names("all") if any(n in s["errors"] for _, s in runs)]
+    rows: list[list] = [["clean error (%)", *[s["clean_error"] for _, s in runs]]]
+    for name in corruptions:
+        complete = all(name in s["errors"] and None not in s["errors"][name] for _, s in runs)
+        if complete:
+            values = [round(corruption_error(name, [e / 100 for e in s["errors"][name]]), 2) for _, s in runs]
+            rows.append([f"{name} (CE)", *values])
+        else:
+            values = []
+            for _, s in runs:
+                present = [e for e in s["errors"].get(name, []) if e is not None]
+                values.append(round(sum(present) / len(present), 2) if present else None)
+            rows.append([f"{name} (error %)", *values])
+    for key, label in (("mCE", "mCE"), ("relative_mCE", "relative mCE"), ("mean_error", "mean error (%)")):
+        rows.append([label, *[s[key] for _, s in runs]])
+    return render(rows, ["metric", *_labels([r for r, _ in runs])], fmt)
+
+
+def plot_corruptions(store: ResultStore, out: str | Path, models: list[str] | None = None) -> Path:
+    """Top-1 error against severity, one panel per corruption, one line per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = corruption_runs(store, models)
+    if not runs:
+        raise ValueError("no corruption runs in the store to plot")
+    corruptions = [n for n in names("all") if any(n in s["errors"] for _, s in runs)]
+    columns = min(5, len(corruptions))
+    rows = math.ceil(len(corruptions) / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.6 * rows), squeeze=False, sharey=True)
+    labels = _labels([r for r, _ in runs])
+    for axis, name in zip(axes.flat, corruptions):
+        for label, (_, summary) in zip(labels, runs):
+            rates = summary["errors"].get(name, [None] * 5)
+            points = [(s, e) for s, e in zip(range(1, 6), rates) if e is not None]
+            if points:
+                axis.plot(*zip(*points), marker="o", label=label)
+        axis.set_title(name, fontsize=9)
+        axis.set_xticks(range(1, 6))
+        axis.grid(alpha=0.3)
+    for axis in axes.flat[len(corruptions):]:
+        axis.axis("off")
+    axes[0, 0].set_ylabel("top-1 error (%)")
+    axes[0, 0].legend(fontsize=7)
+    figure.supxlabel("severity")
+    figure.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out, dpi=120)
+    plt.close(figure)
+    return out
+
+
+def comparison_table(differences: list[Difference], threshold: float) -> str:
+    """The markdown regression table of ``gcp-robust compare``."""
+    rows = []
+    for d in differences:
+        flag = "WORSE" if d.worse_by is not None and d.worse_by > threshold else ""
+        rows.append([d.metric, d.baseline, d.current, d.worse_by, flag])
+    return render(rows, ["metric", "baseline", "current", "worse by (points)", ""], "github")

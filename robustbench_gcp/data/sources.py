@@ -1,0 +1,164 @@
+"""Where evaluation images come from: a clean ImageFolder corrupted on the fly, the released
+ImageNet-C tree, or the released CIFAR-10-C arrays. Every dataset yields
+(uint8 image (3, H, W), label, index, readable) so unreadable files are counted, not fatal.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+from torchvision import transforms
+from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+
+from ..corruptions import names as corruption_names
+from .folders import _balanced_indices, eval_transform
+
+SOURCES = ("generated", "imagenet-c", "cifar10-c")
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be evaluated as asked, with the fix in the message."""
+
+
+def read_class_index(path: str | Path) -> dict[str, int]:
+    """Folder name → class index, from an ImageNet ``imagenet_class_index.json`` or a
+    ``synset_words.txt`` (line i starts with the folder name of class i)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"class index {path} does not exist")
+    if path.suffix == ".json":
+        return {entry[0]: int(index) for index, entry in json.loads(path.read_text()).items()}
+    return {line.split()[0]: i for i, line in enumerate(path.read_text().splitlines()) if line.strip()}
+
+
+class ImageFiles(Dataset):
+    """Labelled image files, decoded to uint8 with a transform; a failed decode is reported, not raised."""
+
+    def __init__(self, samples: Sequence[tuple[str, int]], transform, fallback_size: int) -> None:
+        self.samples = list(samples)
+        self.targets = [label for _, label in self.samples]
+        self.transform = transform
+        self.fallback_size = fallback_size
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        path, label = self.samples[index]
+        try:
+            with Image.open(path) as image:
+                return self.transform(image.convert("RGB")), label, index, True
+        except (OSError, UnidentifiedImageError, ValueError):
+            return torch.zeros(3, self.fallback_size, self.fallback_size, dtype=torch.uint8), label, index, False
+
+
+class ArrayImages(Dataset):
+    """Rows of a (N, H, W, 3) uint8 array (memory-mapped), as in the released CIFAR-10-C files."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, offset: int = 0) -> None:
+        self.images, self.labels, self.offset = images, labels, offset
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int):
+        row = np.array(self.images[self.offset + index])
+        return torch.from_numpy(row).permute(2, 0, 1), int(self.labels[index]), index, True
+
+
+def folder_samples(root: Path, class_index: dict[str, int] | None) -> tuple[list[tuple[str, int]], int]:
+    """(path, label) pairs of an ImageFolder and its class count, with a clear error when empty."""
+    if not root.is_dir():
+        raise DatasetError(f"dataset folder {root} does not exist; pass an ImageFolder root (<class>/<image>)")
+    try:
+        classes, mapping = find_classes(str(root))
+    except FileNotFoundError:
+        raise DatasetError(f"dataset folder {root} has no class subfolders (<class>/<image>)") from None
+    if class_index is not None:
+        unknown = [c for c in classes if c not in class_index]
+        if unknown:
+            raise DatasetError(f"{root}: folders {unknown[:3]} are not in the class index")
+        mapping = {c: class_index[c] for c in classes}
+    samples = make_dataset(str(root), mapping, extensions=IMG_EXTENSIONS, allow_empty=True)
+    if not samples:
+        raise DatasetError(f"dataset folder {root} holds no images in its class subfolders")
+    count = max(class_index.values()) + 1 if class_index is not None else len(classes)
+    return samples, count
+
+
+@dataclass
+class EvalSource:
+    """The clean set and the corrupted cells of one evaluation."""
+
+    kind: str
+    root: Path
+    input_size: int
+    clean: Dataset | None
+    num_classes: int
+    base_targets: list[int]
+    class_index: dict[str, int] | None = None
+
+    @property
+    def on_the_fly(self) -> bool:
+        return self.kind == "generated"
+
+    def subset(self, limit: int | None, seed: int) -> list[int]:
+        """The fixed, class-balanced, seeded indices every cell evaluates."""
+        if limit is None or limit >= len(self.base_targets):
+            return list(range(len(self.base_targets)))
+        return _balanced_indices(self.base_targets, limit, seed)
+
+    def cell(self, corruption: str, severity: int) -> Dataset:
+        """The released corrupted images of one cell (on-the-fly sources corrupt the clean set)."""
+        if self.on_the_fly:
+            return self.clean
+        if self.kind == "imagenet-c":
+            folder = self.root / corruption / str(severity)
+            samples, _ = folder_samples(folder, self.class_index)
+            if [label for _, label in samples] != self.base_targets:
+                raise DatasetError(f"{folder} does not hold the same images as the other cells of {self.root}")
+            crop = transforms.Compose([transforms.CenterCrop(self.input_size), transforms.PILToTensor()])
+            return ImageFiles(samples, crop, self.input_size)
+        path = self.root / f"{corruption}.npy"
+        if not path.is_file():
+            raise DatasetError(f"CIFAR-10-C file {path} is missing")
+        images = np.load(path, mmap_mode="r")
+        return ArrayImages(images, np.asarray(self.base_targets), offset=(severity - 1) * len(self.base_targets))
+
+
+def open_source(kind: str, root: str | Path, input_size: int, clean_root: str | Path | None = None,
+                class_index: dict[str, int] | None = None) -> EvalSource:
+    """Open an evaluation source, checking its layout."""
+    root = Path(root)
+    if kind not in SOURCES:
+        raise DatasetError(f"unknown source {kind!r}; choose one of {', '.join(SOURCES)}")
+
+    def clean_folder(folder: Path) -> tuple[ImageFiles, int]:
+        samples, count = folder_samples(folder, class_index)
+        return ImageFiles(samples, eval_transform(input_size), input_size), count
+
+    if kind == "generated":
+        clean, count = clean_folder(root)
+        return EvalSource(kind, root, input_size, clean, count, clean.targets, class_index)
+    clean = clean_folder(Path(clean_root))[0] if clean_root else None
+    if kind == "imagenet-c":
+        cells = [root / name / str(s) for name in corruption_names("all") for s in range(1, 6)]
+        first = next((folder for folder in cells if folder.is_dir()), None)
+        if first is None:
+            raise DatasetError(f"{root} is not a released ImageNet-C tree: no <corruption>/<severity> folder "
+                               "(layout <corruption>/<severity>/<wnid>/<image>)")
+        samples, count = folder_samples(first, class_index)
+        return EvalSource(kind, root, input_size, clean, count, [label for _, label in samples], class_index)
+    labels_path = root / "labels.npy"
+    if not labels_path.is_file():
+        raise DatasetError(f"{root} is not a CIFAR-10-C folder: {labels_path} is missing")
+    labels = np.load(labels_path)
+    per_severity = len(labels) // 5
+    return EvalSource(kind, root, input_size, clean, int(labels.max()) + 1, labels[:per_severity].astype(int).tolist())

@@ -1,0 +1,60 @@
+"""torchrun support: each rank takes a disjoint slice of the indices, counts are summed."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistContext:
+    rank: int = 0
+    world: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: str | None) -> DistContext:
+    """Join the torchrun process group when launched by torchrun (gloo on CPU, nccl on CUDA)."""
+    wanted = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return DistContext(device=torch.device(wanted))
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if wanted.startswith("cuda"):
+        torch.cuda.set_device(local)
+        target = torch.device("cuda", local)
+    else:
+        target = torch.device("cpu")
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if target.type == "cuda" else "gloo")
+    return DistContext(rank=rank, world=world, device=target)
+
+
+def sum_counts(values: list[int], ctx: DistContext) -> list[int]:
+    """Sum integer counts over all ranks."""
+    if ctx.world == 1:
+        return values
+    tensor = torch.tensor(values, dtype=torch.long, device=ctx.device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor.tolist()
+
+
+def broadcast(value, ctx: DistContext):
+    """Rank 0's value on every rank."""
+    if ctx.world == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def barrier(ctx: DistContext) -> None:
+    if ctx.world > 1:
+        dist.barrier()
