@@ -26,11 +26,8 @@ from timing import median_seconds  # noqa: E402
 
 from robustbench_gcp.corruptions import names  # noqa: E402
 from robustbench_gcp.corruptions.export import ExportConfig, export_corrupted_folder  # noqa: E402
-from robustbench_gcp.evaluate.corruption import (  # noqa: E402
-    CorruptionEvalConfig,
-    evaluate_corruptions,
-    load_eval_model,
-)
+from robustbench_gcp.evaluate.common import load_eval_model  # noqa: E402
+from robustbench_gcp.evaluate.corruption import CorruptionEvalConfig, evaluate_corruptions  # noqa: E402
 
 CLASSES = 10
 

@@ -61,7 +61,7 @@ def bench_heads(device: torch.device, batch: int, channels: int, sizes: list[int
         for name, (pool, fc) in _heads(channels, 1000).items():
             fc = fc.to(device)
 
-            def step(pool=pool, fc=fc) -> None:
+            def step(pool=pool, fc=fc, features=features) -> None:
                 fc(pool(features)).sum().backward()
 
             step()  # warm every head first, so the first one measured pays no start-up cost

@@ -6,19 +6,29 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
-
 from pathlib import Path
 
 from . import __version__
+from .attacks import ATTACKS, AttackError
+from .attacks import BACKENDS as ATTACK_BACKENDS
 from .corruptions import BACKENDS, PROTOCOLS, CorruptionError, names
 from .corruptions.api import check_name
 from .corruptions.export import ExportConfig, export_corrupted_folder
 from .data.sources import SOURCES
+from .evaluate.attack import AttackEvalConfig, evaluate_attacks
 from .evaluate.corruption import CorruptionEvalConfig, evaluate_corruptions
 from .models import CheckpointError, UnknownModelError, create_model, guess_architecture, read_checkpoint
 from .models.catalog import catalog, parameter_count
 from .models.zoo import file_sha256
-from .report import TABLE_FORMATS, catalog_table, comparison_table, corruption_table, plot_corruptions
+from .report import (
+    TABLE_FORMATS,
+    attack_tables,
+    catalog_table,
+    comparison_table,
+    corruption_table,
+    plot_attacks,
+    plot_corruptions,
+)
 from .results import DEFAULT_DB, ResultStore, compare
 
 
@@ -108,14 +118,35 @@ def _cmd_eval_corruption(args: argparse.Namespace) -> None:
             print(f"skipped {summary['skipped_unreadable']} unreadable images (use --strict to fail instead)")
 
 
+def _cmd_eval_attack(args: argparse.Namespace) -> None:
+    config = AttackEvalConfig(
+        model=args.model, data=Path(args.data), attacks=[a.strip() for a in args.attacks.split(",") if a.strip()],
+        eps=args.eps, checkpoint=Path(args.checkpoint) if args.checkpoint else None, num_classes=args.num_classes,
+        steps=args.steps, restarts=args.restarts, rel_stepsize=args.rel_stepsize, backend=args.backend,
+        bf16=args.bf16, limit=args.limit, seed=args.seed, batch_size=args.batch_size, workers=args.workers,
+        device=args.device, class_index=Path(args.class_index) if args.class_index else None, db=Path(args.db),
+        json=Path(args.json) if args.json else None,
+    )
+    if evaluate_attacks(config, progress=not args.quiet):
+        print(attack_tables(ResultStore(config.db), [config.model]))
+
+
 def _cmd_table(args: argparse.Namespace) -> None:
     _require_db(args.db)
-    print(corruption_table(ResultStore(args.db), args.model, args.format))
+    store = ResultStore(args.db)
+    kinds = {run.kind for run in store.runs(models=args.model)}
+    if not kinds:
+        raise UsageError(f"no runs in {args.db}" + (f" for {', '.join(args.model)}" if args.model else ""))
+    if "corruption" in kinds:
+        print(corruption_table(store, args.model, args.format))
+    if "attack" in kinds:
+        print(attack_tables(store, args.model, args.format))
 
 
 def _cmd_plot(args: argparse.Namespace) -> None:
     _require_db(args.db)
-    print(f"wrote {plot_corruptions(ResultStore(args.db), args.out, args.model)}")
+    draw = plot_attacks if args.kind == "attack" else plot_corruptions
+    print(f"wrote {draw(ResultStore(args.db), args.out, args.model)}")
 
 
 def _read_summary(path: str) -> dict:
@@ -204,16 +235,42 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--quiet", action="store_true")
     evaluate.set_defaults(run=_cmd_eval_corruption)
 
-    table = commands.add_parser("table", help="per-corruption CE, mCE, relative mCE of stored runs")
+    attack = commands.add_parser("eval-attack", help="robust accuracy under adversarial attacks across epsilons")
+    attack.add_argument("--model", required=True, help="architecture or checkpoint record (gcp-robust models)")
+    attack.add_argument("--checkpoint", help="weights file (.pth.tar/.th)")
+    attack.add_argument("--num-classes", type=int)
+    attack.add_argument("--data", required=True, help="clean ImageFolder")
+    attack.add_argument("--class-index", help="imagenet_class_index.json or synset_words.txt for class subsets")
+    attack.add_argument("--attacks", default="linf-pgd", help=f"comma-separated: {', '.join(ATTACKS)}")
+    attack.add_argument("--eps", required=True, help="comma-separated, fractions allowed: 0,1/255,2/255,4/255")
+    attack.add_argument("--steps", type=int, help="iterations (default: the attack's foolbox default)")
+    attack.add_argument("--restarts", type=int, default=1)
+    attack.add_argument("--rel-stepsize", type=float, help="step size relative to eps (default: foolbox's)")
+    attack.add_argument("--backend", choices=ATTACK_BACKENDS, default="native",
+                        help="native: batched PGD for linf-pgd/l2-pgd, foolbox for the others; foolbox: all")
+    attack.add_argument("--bf16", action="store_true", help="native attacks under bf16 autocast (CUDA only)")
+    attack.add_argument("--limit", type=int, help="a fixed, class-balanced, seeded subset of N images")
+    attack.add_argument("--seed", type=int, default=0)
+    attack.add_argument("--batch-size", type=int, default=128)
+    attack.add_argument("--workers", type=int, default=4)
+    attack.add_argument("--device", help="cpu or cuda (default: cuda when present)")
+    attack.add_argument("--db", default=str(DEFAULT_DB))
+    attack.add_argument("--json", help="write the run summary here")
+    attack.add_argument("--quiet", action="store_true")
+    attack.set_defaults(run=_cmd_eval_attack)
+
+    table = commands.add_parser("table", help="corruption (CE, mCE) and attack (robust accuracy) tables of stored runs")
     table.add_argument("--db", default=str(DEFAULT_DB))
     table.add_argument("--model", action="append", help="only these models (repeatable)")
     table.add_argument("--format", choices=TABLE_FORMATS, default="github")
     table.set_defaults(run=_cmd_table)
 
-    plot = commands.add_parser("plot", help="error against severity per corruption, one line per model")
+    plot = commands.add_parser("plot", help="error vs severity, or robust accuracy vs eps, one line per model")
     plot.add_argument("--db", default=str(DEFAULT_DB))
     plot.add_argument("--model", action="append")
     plot.add_argument("--out", required=True, help="PNG file")
+    plot.add_argument("--kind", choices=("corruption", "attack"), default="corruption",
+                      help="error vs severity (corruption) or robust accuracy vs eps (attack)")
     plot.set_defaults(run=_cmd_plot)
 
     comparison = commands.add_parser("compare", help="regression table of two --json summaries (exit 1 if worse)")
@@ -231,7 +288,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     run: Callable[[argparse.Namespace], int | None] = args.run
     try:
         return run(args) or 0
-    except (UsageError, CheckpointError, UnknownModelError, CorruptionError, FileNotFoundError, ValueError) as error:
+    except (UsageError, CheckpointError, UnknownModelError, CorruptionError, AttackError, FileNotFoundError,
+            ValueError) as error:
         print(f"gcp-robust {args.command}: error: {error}", file=sys.stderr)
         return 2
 

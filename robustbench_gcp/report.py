@@ -12,6 +12,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from .corruptions import names
+from .evaluate.attack import summarize_attacks
 from .evaluate.corruption import summarize
 from .metrics import corruption_error
 from .models.catalog import CatalogEntry
@@ -97,13 +98,76 @@ def corruption_table(store: ResultStore, models: list[str] | None = None, fmt: s
     return render(rows, ["metric", *_labels([r for r, _ in runs])], fmt)
 
 
-def plot_corruptions(store: ResultStore, out: str | Path, models: list[str] | None = None) -> Path:
-    """Top-1 error against severity, one panel per corruption, one line per run."""
+def attack_runs(store: ResultStore, models: list[str] | None) -> list[tuple[Run, dict]]:
+    runs = sorted(store.runs("attack", models), key=_column_order)
+    return [(run, summarize_attacks(run, store.cells(run))) for run in runs]
+
+
+def attack_tables(store: ResultStore, models: list[str] | None = None, fmt: str = "github") -> str:
+    """Robust accuracy (%): one block per attack plus the worst case; models as rows, ε as columns."""
+    runs = attack_runs(store, models)
+    if not runs:
+        return "no attack runs in the store"
+    labels = _labels([r for r, _ in runs])
+    blocks = [(a, [s["robust_accuracy"].get(a, {}) for _, s in runs])
+              for a in dict.fromkeys(a for _, s in runs for a in s["robust_accuracy"])]
+    blocks.append(("worst case over attacks", [s["worst_case"] for _, s in runs]))
+    text = []
+    for title, per_run in blocks:
+        levels = list(dict.fromkeys(level for values in per_run for level in values))
+        rows = [[label, summary["clean_accuracy"], *[values.get(level) for level in levels]]
+                for label, (_, summary), values in zip(labels, runs, per_run)]
+        headers = ["model", "clean", *[f"eps {v}" for v in levels]]
+        text.append(f"{title} (robust accuracy %)\n" + render(rows, headers, fmt))
+    return "\n\n".join(text)
+
+
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _save(figure, out: str | Path) -> Path:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out, dpi=120)
+    figure.clear()
+    return out
+
+
+def plot_attacks(store: ResultStore, out: str | Path, models: list[str] | None = None) -> Path:
+    """Robust accuracy against ε, one panel per attack (and the worst case), one line per run."""
+    from .attacks import parse_epsilons
+
+    plt = _pyplot()
+    runs = attack_runs(store, models)
+    if not runs:
+        raise ValueError("no attack runs in the store to plot")
+    panels = list(dict.fromkeys(a for _, s in runs for a in s["robust_accuracy"])) + ["worst case"]
+    figure, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.0), squeeze=False, sharey=True)
+    for axis, panel in zip(axes[0], panels):
+        for label, (_, summary) in zip(_labels([r for r, _ in runs]), runs):
+            values = summary["worst_case"] if panel == "worst case" else summary["robust_accuracy"].get(panel, {})
+            if values:
+                axis.plot([parse_epsilons(k)[0][1] for k in values], list(values.values()), marker="o", label=label)
+        axis.set_title(panel, fontsize=9)
+        axis.set_xlabel("epsilon")
+        axis.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("robust accuracy (%)")
+    axes[0, 0].legend(fontsize=7)
+    figure.tight_layout()
+    path = _save(figure, out)
+    plt.close(figure)
+    return path
+
+
+def plot_corruptions(store: ResultStore, out: str | Path, models: list[str] | None = None) -> Path:
+    """Top-1 error against severity, one panel per corruption, one line per run."""
+    plt = _pyplot()
     runs = corruption_runs(store, models)
     if not runs:
         raise ValueError("no corruption runs in the store to plot")
@@ -127,11 +191,9 @@ def plot_corruptions(store: ResultStore, out: str | Path, models: list[str] | No
     axes[0, 0].legend(fontsize=7)
     figure.supxlabel("severity")
     figure.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out, dpi=120)
+    path = _save(figure, out)
     plt.close(figure)
-    return out
+    return path
 
 
 def comparison_table(differences: list[Difference], threshold: float) -> str:

@@ -37,6 +37,7 @@ CREATE TABLE IF NOT EXISTS cells (
     top1_errors INTEGER NOT NULL,
     top5_errors INTEGER NOT NULL,
     skipped INTEGER NOT NULL DEFAULT 0,
+    mask BLOB,
     PRIMARY KEY (run_id, name, level)
 );
 """
@@ -52,6 +53,7 @@ class Cell:
     top1_errors: int
     top5_errors: int
     skipped: int = 0
+    mask: bytes | None = None  # per-sample flags (packed bits), where a cell needs them later
 
     @property
     def top1_error(self) -> float:
@@ -114,15 +116,16 @@ class ResultStore:
         """Store a finished cell (replacing an older result of the same cell)."""
         with self._connect() as db:
             db.execute(
-                "INSERT OR REPLACE INTO cells (run_id, name, level, n, top1_errors, top5_errors, skipped) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (run.id, cell.name, cell.level, cell.n, cell.top1_errors, cell.top5_errors, cell.skipped),
+                "INSERT OR REPLACE INTO cells (run_id, name, level, n, top1_errors, top5_errors, skipped, mask) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (run.id, cell.name, cell.level, cell.n, cell.top1_errors, cell.top5_errors, cell.skipped, cell.mask),
             )
 
     def cells(self, run: Run) -> dict[tuple[str, str], Cell]:
         with self._connect() as db:
             rows = db.execute(
-                "SELECT name, level, n, top1_errors, top5_errors, skipped FROM cells WHERE run_id = ?", (run.id,)
+                "SELECT name, level, n, top1_errors, top5_errors, skipped, mask FROM cells WHERE run_id = ?",
+                (run.id,),
             ).fetchall()
         return {(r[0], r[1]): Cell(*r) for r in rows}
 

@@ -116,7 +116,8 @@ def _random_affine(x: Tensor, spread: float, draws: Draws) -> Tensor:
     ones = torch.ones(3, 1, dtype=torch.float64, device=x.device)
     # forward map M (2×3): target = M [source; 1]; warpAffine samples src at M⁻¹ · dst
     forward = torch.linalg.solve(torch.cat([source, ones], 1).expand(n, 3, 3), target).mT
-    full = torch.cat([forward, torch.tensor([[0.0, 0.0, 1.0]], dtype=torch.float64, device=x.device).expand(n, 1, 3)], 1)
+    last_row = torch.tensor([[0.0, 0.0, 1.0]], dtype=torch.float64, device=x.device).expand(n, 1, 3)
+    full = torch.cat([forward, last_row], 1)
     inverse = torch.linalg.inv(full)[:, :2]
     ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64, device=x.device),
                             torch.arange(w, dtype=torch.float64, device=x.device), indexing="ij")

@@ -72,7 +72,9 @@ def separable_filter(x: Tensor, taps_h: Tensor, taps_w: Tensor, mode: str) -> Te
     return _correlate_axis(_correlate_axis(x, taps_h, -2, mode), taps_w, -1, mode)
 
 
-def gaussian_blur(x: Tensor, sigma: float | tuple[float, float], mode: str = "nearest", truncate: float = 4.0) -> Tensor:
+def gaussian_blur(
+    x: Tensor, sigma: float | tuple[float, float], mode: str = "nearest", truncate: float = 4.0
+) -> Tensor:
     """``scipy.ndimage.gaussian_filter`` over H and W (what ``skimage.filters.gaussian`` runs)."""
     sigma_h, sigma_w = sigma if isinstance(sigma, tuple) else (sigma, sigma)
     taps = [torch.tensor(_gaussian_taps(float(s), truncate), dtype=torch.float64, device=x.device)

@@ -7,7 +7,6 @@ seeds make the numbers independent of batch size, device count and resume point.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,12 +19,12 @@ from tqdm import tqdm
 from .. import __version__
 from ..corruptions import corrupt, names
 from ..corruptions.seeding import image_generators
-from ..data.sources import DatasetError, EvalSource, open_source, read_class_index
+from ..data.sources import EvalSource
 from ..metrics import mce, mean_error, relative_mce
-from ..models import create_model
 from ..models.zoo import file_sha256
 from ..results import DEFAULT_DB, Cell, ResultStore, Run, write_json
 from .clean import Counts, to_float_images
+from .common import EvaluationError, load_eval_model, open_checked_source, prepare
 from .distributed import DistContext, barrier, broadcast, init_distributed, sum_counts
 
 CLEAN = ("clean", "0")
@@ -57,10 +56,6 @@ class CorruptionEvalConfig:
     json: Path | None = None
 
 
-class EvaluationError(ValueError):
-    """An evaluation that cannot run as configured, with the fix in the message."""
-
-
 def run_identity(config: CorruptionEvalConfig, source: EvalSource, checkpoint_sha256: str | None,
                  precision: str) -> dict:
     """What makes two runs the same run (and so what a rerun may resume)."""
@@ -80,20 +75,6 @@ def run_identity(config: CorruptionEvalConfig, source: EvalSource, checkpoint_sh
         "precision": precision,
         "version": __version__,
     }
-
-
-def load_eval_model(name: str, num_classes: int | None, checkpoint: Path | None, seed: int) -> nn.Module:
-    """The model in eval mode; without a checkpoint its random weights come from ``seed``."""
-    if checkpoint is None:
-        warnings.warn(f"no --checkpoint given: evaluating {name} with random weights (seed {seed})", stacklevel=2)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return create_model(name, num_classes=num_classes, checkpoint=checkpoint).eval()
-
-
-def _model_classes(model: nn.Module) -> int:
-    """Size of the classifier: the last Linear layer of every zoo model."""
-    return [m for m in model.modules() if isinstance(m, nn.Linear)][-1].out_features
 
 
 class _CellRunner:
@@ -174,21 +155,9 @@ def evaluate_corruptions(config: CorruptionEvalConfig, progress: bool = True) ->
     """Run (or resume) a corruption evaluation; returns the run summary (rank 0; others get {})."""
     ctx = init_distributed(config.device)
     precision = "bf16" if config.autocast and ctx.device.type == "cuda" else "fp32"
-    model = load_eval_model(config.model, config.num_classes, config.checkpoint, config.seed).to(ctx.device)
-    if ctx.device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    class_index = read_class_index(config.class_index) if config.class_index else None
-    try:
-        source = open_source(config.source, config.data, model.architecture.input_size, config.clean_data,
-                             class_index)
-    except DatasetError as error:
-        raise EvaluationError(str(error)) from None
-    classes = _model_classes(model)
-    if source.num_classes != classes:
-        raise EvaluationError(
-            f"{config.data} has {source.num_classes} classes but {config.model} outputs {classes}; pass "
-            "--num-classes, or --class-index to map a subset of ImageNet class folders to model outputs"
-        )
+    model = prepare(load_eval_model(config.model, config.num_classes, config.checkpoint, config.seed), ctx.device)
+    source = open_checked_source(config.source, config.data, model, config.model, config.clean_data,
+                                 config.class_index)
     sha = file_sha256(config.checkpoint) if config.checkpoint else None
     identity = run_identity(config, source, sha, precision)
     store = ResultStore(config.db) if ctx.is_main else None

@@ -1,0 +1,117 @@
+"""`gcp-robust eval-attack` with the pretrained CIFAR ResNet-20 on real CIFAR-10 photos."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("foolbox", reason="attacks need foolbox")
+
+import robustbench_gcp as rg  # noqa: E402
+from robustbench_gcp.attacks import AttackError, AttackSettings, parse_epsilons, run_attack  # noqa: E402
+from robustbench_gcp.evaluate.attack import AttackEvalConfig, evaluate_attacks  # noqa: E402
+
+
+def cells(db: Path) -> dict:
+    with sqlite3.connect(db) as connection:
+        rows = connection.execute("SELECT name, level, n, top1_errors, top5_errors, mask FROM cells").fetchall()
+    return {(name, level): rest for name, level, *rest in rows}
+
+
+@pytest.fixture(scope="module")
+def resnet20(resnet20_file):
+    return rg.create_model("CIFAR10_ResNet20_GAP", checkpoint=resnet20_file)
+
+
+@pytest.fixture(scope="module")
+def photos(cifar_test_dir):
+    from robustbench_gcp.data import balanced_subset, image_folder
+
+    dataset = balanced_subset(image_folder(cifar_test_dir, 32), limit=200, seed=0)
+    images = torch.stack([dataset[i][0] for i in range(len(dataset))]).float() / 255
+    labels = torch.tensor([dataset[i][1] for i in range(len(dataset))])
+    return images, labels
+
+
+@pytest.mark.parametrize("name, eps", [("linf-pgd", [1 / 255, 2 / 255, 4 / 255]), ("l2-pgd", [0.1, 0.25, 0.5])])
+def test_native_pgd_agrees_with_foolbox(resnet20, photos, name, eps):
+    images, labels = photos
+    settings = dict(steps=10, rel_stepsize=0.25)
+    torch.manual_seed(0)
+    theirs = run_attack(name, resnet20, images, labels, eps, AttackSettings(backend="foolbox", **settings))
+    generators = [torch.Generator().manual_seed(i) for i in range(len(images))]
+    ours = run_attack(name, resnet20, images, labels, eps, AttackSettings(backend="native", **settings), generators)
+    with torch.no_grad():
+        clean = resnet20(images).argmax(1) == labels
+        for k in range(len(eps)):
+            robust_theirs = ((resnet20(theirs[k]).argmax(1) == labels) & clean).float().mean() * 100
+            robust_ours = ((resnet20(ours[k]).argmax(1) == labels) & clean).float().mean() * 100
+            assert abs(robust_ours - robust_theirs) <= 1.0, (name, eps[k], float(robust_ours), float(robust_theirs))
+    assert robust_ours < clean.float().mean() * 100 - 5  # the attack bites
+    perturbation = (ours - images).flatten(2)
+    bound = perturbation.abs().amax(-1) if name == "linf-pgd" else perturbation.norm(dim=-1)
+    assert (bound <= torch.tensor(eps)[:, None] + 1e-5).all() and ours.min() >= 0 and ours.max() <= 1
+
+
+def test_run_properties_resume_and_json(tmp_path, cifar_test_dir, resnet20_file):
+    common = dict(model="CIFAR10_ResNet20_GAP", checkpoint=resnet20_file, data=cifar_test_dir, eps="0,1/255,4/255",
+                  steps=5, rel_stepsize=0.5, limit=100, workers=0, batch_size=50)
+    first = AttackEvalConfig(attacks=["linf-pgd"], db=tmp_path / "resumed.sqlite", **common)
+    evaluate_attacks(first, progress=False)
+    resumed = AttackEvalConfig(attacks=["linf-pgd", "fgsm"], db=tmp_path / "resumed.sqlite",
+                               json=tmp_path / "a.json", **{**common, "batch_size": 30})
+    summary = evaluate_attacks(resumed, progress=False)
+    once = AttackEvalConfig(attacks=["linf-pgd", "fgsm"], db=tmp_path / "once.sqlite", **common)
+    evaluate_attacks(once, progress=False)
+    assert cells(tmp_path / "resumed.sqlite") == cells(tmp_path / "once.sqlite")
+
+    assert set(summary) == {"model", "checkpoint_sha256", "dataset", "n", "clean_accuracy", "robust_accuracy",
+                            "worst_case"}
+    robust, worst = summary["robust_accuracy"], summary["worst_case"]
+    assert summary["n"] == 100 and list(robust["linf-pgd"]) == ["0", "1/255", "4/255"]
+    for by_eps in robust.values():
+        assert by_eps["0"] == summary["clean_accuracy"]
+        values = list(by_eps.values())
+        assert all(later <= earlier for earlier, later in zip(values, values[1:]))
+    for eps, value in worst.items():
+        assert value <= min(by_eps[eps] for by_eps in robust.values())
+    evaluate_attacks(resumed, progress=False)
+    first_bytes = (tmp_path / "a.json").read_bytes()
+    evaluate_attacks(resumed, progress=False)
+    assert (tmp_path / "a.json").read_bytes() == first_bytes
+
+
+def test_eps_parsing_and_bad_input(tmp_path, cifar_test_dir):
+    assert parse_epsilons("0, 1/255,0.5") == [("0", 0.0), ("1/255", 1 / 255), ("0.5", 0.5)]
+    with pytest.raises(AttackError, match=r"outside \[0, 1\]"):
+        parse_epsilons("0,8")
+    base = [sys.executable, "-m", "robustbench_gcp.cli", "eval-attack", "--data", str(cifar_test_dir),
+            "--db", str(tmp_path / "r.sqlite"), "--limit", "10", "--workers", "0", "--quiet"]
+    for extra, message in (
+        (["--model", "cifar_resnet20_gap", "--attacks", "pgd", "--eps", "0.1"], "unknown attack 'pgd'"),
+        (["--model", "cifar_resnet20_gap", "--eps", "2"], "outside [0, 1]"),
+        (["--model", "resnet18_gap", "--eps", "0.1"], "has 10 classes but resnet18_gap outputs 1000"),
+    ):
+        result = subprocess.run([*base, *extra], capture_output=True, text=True, timeout=300)
+        assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_cli_table_and_plot(tmp_path, cifar_test_dir, resnet20_file):
+    db = tmp_path / "r.sqlite"
+    run = subprocess.run(
+        [sys.executable, "-m", "robustbench_gcp.cli", "eval-attack", "--model", "CIFAR10_ResNet20_GAP",
+         "--checkpoint", str(resnet20_file), "--data", str(cifar_test_dir), "--attacks", "linf-pgd",
+         "--eps", "0,2/255", "--steps", "3", "--limit", "40", "--workers", "0", "--quiet", "--db", str(db),
+         "--json", str(tmp_path / "s.json")], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    assert "worst case over attacks" in run.stdout and "eps 2/255" in run.stdout
+    assert json.loads((tmp_path / "s.json").read_text())["n"] == 40
+    plot = subprocess.run([sys.executable, "-m", "robustbench_gcp.cli", "plot", "--kind", "attack", "--db", str(db),
+                           "--out", str(tmp_path / "attack.png")], capture_output=True, text=True, timeout=300)
+    assert plot.returncode == 0 and (tmp_path / "attack.png").stat().st_size > 5_000
