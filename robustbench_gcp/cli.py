@@ -15,6 +15,7 @@ from .corruptions import BACKENDS, PROTOCOLS, CorruptionError, names
 from .corruptions.api import check_name
 from .corruptions.export import ExportConfig, export_corrupted_folder
 from .data.sources import SOURCES
+from .demo import DemoConfig, run_demo
 from .evaluate.attack import AttackEvalConfig, evaluate_attacks
 from .evaluate.corruption import CorruptionEvalConfig, evaluate_corruptions
 from .models import CheckpointError, UnknownModelError, create_model, guess_architecture, read_checkpoint
@@ -28,8 +29,10 @@ from .report import (
     corruption_table,
     plot_attacks,
     plot_corruptions,
+    plot_learning_curves,
 )
 from .results import DEFAULT_DB, ResultStore, compare
+from .train import LR_MODES, TrainConfig, train
 
 
 class UsageError(Exception):
@@ -129,6 +132,27 @@ def _cmd_eval_attack(args: argparse.Namespace) -> None:
     )
     if evaluate_attacks(config, progress=not args.quiet):
         print(attack_tables(ResultStore(config.db), [config.model]))
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    config = TrainConfig(
+        model=args.model, data=args.data, lr_mode=args.lr_mode, epochs=args.epochs, batch_size=args.batch_size,
+        lr=args.lr, weight_decay=args.weight_decay, num_classes=args.num_classes, out=Path(args.out),
+        resume=Path(args.resume) if args.resume else None, device=args.device, workers=args.workers, seed=args.seed,
+        autocast=not args.no_autocast,
+    )
+    history = train(config, progress=not args.quiet)
+    if history:
+        last = history[-1]
+        print(f"epoch {last['epoch'] + 1}: loss {last['loss']:.4f}, val top-1 {last['val_top1']:.2f} %; "
+              f"checkpoints and log.jsonl in {config.out}")
+    if args.plot:
+        print(f"wrote {plot_learning_curves([Path(config.out) / 'log.jsonl', *args.compare], args.plot)}")
+
+
+def _cmd_demo(args: argparse.Namespace) -> None:
+    run_demo(DemoConfig(out=Path(args.out), data=Path(args.data) if args.data else None, epochs=args.epochs,
+                        quick=args.quick, device=args.device, workers=args.workers), progress=not args.quiet)
 
 
 def _cmd_table(args: argparse.Namespace) -> None:
@@ -258,6 +282,36 @@ def build_parser() -> argparse.ArgumentParser:
     attack.add_argument("--json", help="write the run summary here")
     attack.add_argument("--quiet", action="store_true")
     attack.set_defaults(run=_cmd_eval_attack)
+
+    trainer = commands.add_parser("train", help="train a GAP or GCP model with the paper's LR recipes")
+    trainer.add_argument("--model", required=True, help="architecture (gcp-robust models)")
+    trainer.add_argument("--data", required=True, help="ImageFolder root with train/ and val/, or 'builtin'")
+    trainer.add_argument("--lr-mode", choices=LR_MODES, default="LRnorm")
+    trainer.add_argument("--epochs", type=int, help="default: the recipe's (the schedule stretches to it)")
+    trainer.add_argument("--batch-size", type=int, help="global batch size (default: the recipe's)")
+    trainer.add_argument("--lr", type=float, help="initial learning rate (default: the recipe's)")
+    trainer.add_argument("--weight-decay", type=float)
+    trainer.add_argument("--num-classes", type=int, help="default: the number of class folders")
+    trainer.add_argument("--out", default="runs/train", help="checkpoints, log.jsonl")
+    trainer.add_argument("--resume", help="a checkpoint.pth.tar written by a previous run")
+    trainer.add_argument("--device", help="cpu or cuda (default: cuda when present)")
+    trainer.add_argument("--workers", type=int, default=4)
+    trainer.add_argument("--seed", type=int, default=0)
+    trainer.add_argument("--no-autocast", action="store_true", help="float32 on the GPU instead of bf16")
+    trainer.add_argument("--plot", help="write a learning-curve PNG here at the end")
+    trainer.add_argument("--compare", nargs="*", default=[], help="more log.jsonl files for the same plot")
+    trainer.add_argument("--quiet", action="store_true")
+    trainer.set_defaults(run=_cmd_train)
+
+    demo = commands.add_parser("demo", help="train GAP and GCP on built-in photos, evaluate, compare (minutes)")
+    demo.add_argument("--out", default="runs/demo")
+    demo.add_argument("--data", help="ImageFolder root with train/ and val/ instead of the built-in set")
+    demo.add_argument("--epochs", type=int, default=5)
+    demo.add_argument("--quick", action="store_true", help="a reduced setting (tiny data, 1 epoch)")
+    demo.add_argument("--device", help="cpu or cuda (default: cuda when present)")
+    demo.add_argument("--workers", type=int, default=0)
+    demo.add_argument("--quiet", action="store_true")
+    demo.set_defaults(run=_cmd_demo)
 
     table = commands.add_parser("table", help="corruption (CE, mCE) and attack (robust accuracy) tables of stored runs")
     table.add_argument("--db", default=str(DEFAULT_DB))

@@ -165,6 +165,28 @@ def plot_attacks(store: ResultStore, out: str | Path, models: list[str] | None =
     return path
 
 
+def plot_learning_curves(logs: Sequence[str | Path], out: str | Path) -> Path:
+    """Training loss and validation top-1 per epoch, one line per ``log.jsonl`` (e.g. GAP and GCP)."""
+    plt = _pyplot()
+    figure, (loss_axis, top1_axis) = plt.subplots(1, 2, figsize=(9, 3.2))
+    for log in logs:
+        log = Path(log)
+        history = [json.loads(line) for line in log.read_text().splitlines()]
+        epochs = [h["epoch"] + 1 for h in history]
+        label = log.parent.name
+        loss_axis.plot(epochs, [h["loss"] for h in history], marker="o", label=label)
+        top1_axis.plot(epochs, [h["val_top1"] for h in history], marker="o", label=label)
+    for axis, title in ((loss_axis, "training loss"), (top1_axis, "validation top-1 (%)")):
+        axis.set_xlabel("epoch")
+        axis.set_title(title, fontsize=9)
+        axis.grid(alpha=0.3)
+    top1_axis.legend(fontsize=7)
+    figure.tight_layout()
+    path = _save(figure, out)
+    plt.close(figure)
+    return path
+
+
 def plot_corruptions(store: ResultStore, out: str | Path, models: list[str] | None = None) -> Path:
     """Top-1 error against severity, one panel per corruption, one line per run."""
     plt = _pyplot()
