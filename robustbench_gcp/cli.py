@@ -197,6 +197,20 @@ def _require_db(path: str) -> None:
         raise UsageError(f"results database {path} does not exist; run an evaluation first or pass --db")
 
 
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="architecture or checkpoint record (gcp-robust models)")
+    parser.add_argument("--checkpoint", help="weights file (.pth.tar/.th)")
+    parser.add_argument("--num-classes", type=int)
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--limit", type=int, help="a fixed, class-balanced, seeded subset of N images")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--device", help="cpu or cuda (default: cuda when present)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gcp-robust", description="Robustness benchmarking of GAP and GCP (iSQRT-COV) classifiers."
@@ -234,9 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     corrupt.set_defaults(run=_cmd_corrupt)
 
     evaluate = commands.add_parser("eval-corruption", help="clean error, CE, mCE and relative mCE of a model")
-    evaluate.add_argument("--model", required=True, help="architecture or checkpoint record (gcp-robust models)")
-    evaluate.add_argument("--checkpoint", help="weights file (.pth.tar/.th)")
-    evaluate.add_argument("--num-classes", type=int)
+    _add_model_options(evaluate)
     evaluate.add_argument("--data", required=True,
                           help="clean ImageFolder (generated), ImageNet-C root, or CIFAR-10-C folder")
     evaluate.add_argument("--source", choices=SOURCES, default="generated")
@@ -247,11 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--corruptions", default="common",
                           help="comma-separated names, or common|extra|all|noise|blur|weather|digital")
     evaluate.add_argument("--severities", type=_int_list, default=[1, 2, 3, 4, 5])
-    evaluate.add_argument("--limit", type=int, help="a fixed, class-balanced, seeded subset of N images")
-    evaluate.add_argument("--seed", type=int, default=0)
-    evaluate.add_argument("--batch-size", type=int, default=128)
-    evaluate.add_argument("--workers", type=int, default=4)
-    evaluate.add_argument("--device", help="cpu or cuda (default: cuda when present)")
+    _add_run_options(evaluate)
     evaluate.add_argument("--no-autocast", action="store_true", help="float32 on the GPU instead of bf16")
     evaluate.add_argument("--strict", action="store_true", help="fail on unreadable images instead of skipping")
     evaluate.add_argument("--db", default=str(DEFAULT_DB))
@@ -260,9 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(run=_cmd_eval_corruption)
 
     attack = commands.add_parser("eval-attack", help="robust accuracy under adversarial attacks across epsilons")
-    attack.add_argument("--model", required=True, help="architecture or checkpoint record (gcp-robust models)")
-    attack.add_argument("--checkpoint", help="weights file (.pth.tar/.th)")
-    attack.add_argument("--num-classes", type=int)
+    _add_model_options(attack)
     attack.add_argument("--data", required=True, help="clean ImageFolder")
     attack.add_argument("--class-index", help="imagenet_class_index.json or synset_words.txt for class subsets")
     attack.add_argument("--attacks", default="linf-pgd", help=f"comma-separated: {', '.join(ATTACKS)}")
@@ -273,11 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     attack.add_argument("--backend", choices=ATTACK_BACKENDS, default="native",
                         help="native: batched PGD for linf-pgd/l2-pgd, foolbox for the others; foolbox: all")
     attack.add_argument("--bf16", action="store_true", help="native attacks under bf16 autocast (CUDA only)")
-    attack.add_argument("--limit", type=int, help="a fixed, class-balanced, seeded subset of N images")
-    attack.add_argument("--seed", type=int, default=0)
-    attack.add_argument("--batch-size", type=int, default=128)
-    attack.add_argument("--workers", type=int, default=4)
-    attack.add_argument("--device", help="cpu or cuda (default: cuda when present)")
+    _add_run_options(attack)
     attack.add_argument("--db", default=str(DEFAULT_DB))
     attack.add_argument("--json", help="write the run summary here")
     attack.add_argument("--quiet", action="store_true")

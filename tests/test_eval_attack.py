@@ -115,3 +115,19 @@ def test_cli_table_and_plot(tmp_path, cifar_test_dir, resnet20_file):
     plot = subprocess.run([sys.executable, "-m", "robustbench_gcp.cli", "plot", "--kind", "attack", "--db", str(db),
                            "--out", str(tmp_path / "attack.png")], capture_output=True, text=True, timeout=300)
     assert plot.returncode == 0 and (tmp_path / "attack.png").stat().st_size > 5_000
+
+
+def test_two_gloo_processes_count_like_one(tmp_path, cifar_test_dir, resnet20_file):
+    import os
+
+    args = ["-m", "robustbench_gcp.cli", "eval-attack", "--model", "CIFAR10_ResNet20_GAP", "--checkpoint",
+            str(resnet20_file), "--data", str(cifar_test_dir), "--attacks", "linf-pgd,l2-pgd", "--eps", "0,2/255,0.25",
+            "--steps", "3", "--limit", "60", "--batch-size", "16", "--workers", "0", "--device", "cpu", "--quiet"]
+    single = subprocess.run([sys.executable, *args, "--db", str(tmp_path / "one.sqlite")], capture_output=True,
+                            text=True, timeout=600)
+    assert single.returncode == 0, single.stderr
+    double = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                             "29535", *args, "--db", str(tmp_path / "two.sqlite")], capture_output=True, text=True,
+                            timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert double.returncode == 0, double.stderr[-3000:]
+    assert cells(tmp_path / "two.sqlite") == cells(tmp_path / "one.sqlite")
