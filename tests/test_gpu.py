@@ -44,3 +44,34 @@ def test_checkpoint_saved_on_cuda_loads_on_cpu(tmp_path):
                 "best_acc1": torch.tensor(50.0, device="cuda"), "epoch": 1}, path)
     model = rg.create_model("cifar_resnet20_gcp", checkpoint=path)
     assert next(model.parameters()).device.type == "cpu"
+
+
+def test_every_corruption_runs_on_cuda_like_on_cpu():
+    from robustbench_gcp.corruptions import corrupt, names
+
+    images = torch.rand(4, 3, 224, 224)
+    for name in names("all"):
+        out = corrupt(images.cuda(), name, 3, protocol="imagecorruptions",
+                      generator=torch.Generator(device="cuda").manual_seed(0))
+        assert out.is_cuda and out.shape == images.shape and 0 <= out.min() and out.max() <= 1
+        if name in ("brightness", "contrast", "saturate", "pixelate", "gaussian_blur", "defocus_blur", "zoom_blur"):
+            cpu = corrupt(images, name, 3, protocol="imagecorruptions")
+            torch.testing.assert_close(out.cpu(), cpu, rtol=0, atol=2e-3)
+    generator = torch.Generator(device="cuda").manual_seed(0)
+    jpeg = corrupt(images.cuda(), "fog", 2, protocol="imagenet-c", generator=generator)
+    assert jpeg.is_cuda
+
+
+def test_native_pgd_runs_in_bf16_on_cuda():
+    from robustbench_gcp.attacks import AttackSettings, run_attack
+
+    model = rg.create_model("cifar_resnet20_gcp").cuda().eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    images = torch.rand(8, 3, 32, 32, device="cuda")
+    labels = model(images).argmax(1)
+    adversarial = run_attack("linf-pgd", model, images, labels, [0.0, 4 / 255],
+                             AttackSettings(steps=3, autocast=True),
+                             [torch.Generator(device="cuda").manual_seed(i) for i in range(8)])
+    assert adversarial.shape == (2, 8, 3, 32, 32) and torch.equal(adversarial[0], images)
+    assert (adversarial[1] - images).abs().max() <= 4 / 255 + 1e-6

@@ -217,7 +217,7 @@ def jpeg_round_trip(x: Tensor, quality: int) -> Tensor:
     with warnings.catch_warnings():  # torchvision 0.29 announces a move of these codecs to torchcodec
         warnings.simplefilter("ignore", DeprecationWarning)
         encoded = encode_jpeg(images, quality=quality)
-        decoded = decode_jpeg(encoded, device=device)
+        decoded = decode_jpeg([data.cpu() for data in encoded], device=device)  # the decoder reads host bytes
     return torch.stack(decoded).to(x.device, x.dtype) / 255
 
 
