@@ -23,6 +23,7 @@ from timing import median_seconds  # noqa: E402
 
 import robustbench_gcp as rg  # noqa: E402
 from robustbench_gcp.attacks import AttackSettings, parse_epsilons, run_attack  # noqa: E402
+from robustbench_gcp.evaluate.common import prepare  # noqa: E402
 
 DATA = Path(os.environ.get("ROBUSTBENCH_GCP_TEST_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
@@ -47,10 +48,7 @@ def load(args, device: torch.device):
         origin = "random weights, synthetic images labelled by the model"
     for parameter in model.parameters():
         parameter.requires_grad_(False)
-    model = model.to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    return model, images.to(device), labels.to(device), origin
+    return prepare(model, device), images.to(device), labels.to(device), origin
 
 
 def main() -> None:

@@ -26,7 +26,7 @@ from timing import median_seconds  # noqa: E402
 
 from robustbench_gcp.corruptions import names  # noqa: E402
 from robustbench_gcp.corruptions.export import ExportConfig, export_corrupted_folder  # noqa: E402
-from robustbench_gcp.evaluate.common import load_eval_model  # noqa: E402
+from robustbench_gcp.evaluate.common import as_model_input, load_eval_model, prepare  # noqa: E402
 from robustbench_gcp.evaluate.corruption import CorruptionEvalConfig, evaluate_corruptions  # noqa: E402
 
 CLASSES = 10
@@ -42,10 +42,8 @@ def write_folder(root: Path, count: int, size: int) -> None:
 
 
 def bare_model_rate(args, device: torch.device) -> float:
-    model = load_eval_model(args.model, CLASSES, None, 0).to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    batch = torch.rand(args.batch, 3, args.size, args.size, device=device)
+    model = prepare(load_eval_model(args.model, CLASSES, None, 0), device)
+    batch = as_model_input(torch.rand(args.batch, 3, args.size, args.size, device=device))
 
     @torch.inference_mode()
     def forward() -> None:

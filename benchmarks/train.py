@@ -18,15 +18,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from timing import median_seconds  # noqa: E402
 
 import robustbench_gcp as rg  # noqa: E402
+from robustbench_gcp.evaluate.common import as_model_input, prepare  # noqa: E402
 
 
 def rate(name: str, batch: int, device: torch.device, repeats: int) -> float:
-    model = rg.create_model(name).to(device).train()
+    model = prepare(rg.create_model(name), device).train()
     size = model.architecture.input_size
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
-    images = torch.rand(batch, 3, size, size, device=device)
+    images = as_model_input(torch.rand(batch, 3, size, size, device=device))
     labels = torch.randint(0, model.architecture.num_classes, (batch,), device=device)
 
     def step() -> None:

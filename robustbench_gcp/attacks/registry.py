@@ -119,6 +119,8 @@ def _native_with_restarts(spec, model, images, labels, epsilons, settings, gener
             rel_stepsize=settings.rel_stepsize or spec.default_rel_stepsize, generator=generator,
             autocast=settings.autocast,
         )
+        if settings.restarts == 1:  # nothing to choose between: skip the extra model pass
+            return adversarial
         with torch.no_grad(), torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=settings.autocast):
             fooled = model(adversarial.flatten(0, 1)).argmax(1).view(len(epsilons), -1) != labels
         if best is None:

@@ -8,7 +8,6 @@ output identical to an uninterrupted one.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from tqdm import tqdm
 from ..data.folders import image_folder
 from ..fileio import atomic_write_bytes
 from .api import IMAGENET_C_JPEG_QUALITY, check_name, check_options, corrupt_to_uint8, names
+from .ops import quiet_torchvision_codecs
 from .seeding import image_generators
 
 DEFAULT_SIZE = {"imagenet-c": 224, "imagecorruptions": 224, "cifar10-c": 32}
@@ -64,8 +64,7 @@ class _Indexed(Dataset):
 def _encode(batch: torch.Tensor, protocol: str) -> list[bytes]:
     from torchvision.io import encode_jpeg, encode_png
 
-    with warnings.catch_warnings():  # torchvision 0.29 announces a move of these codecs to torchcodec
-        warnings.simplefilter("ignore", DeprecationWarning)
+    with quiet_torchvision_codecs():
         if protocol == "imagenet-c":
             encoded = encode_jpeg(list(batch.unbind(0)), quality=IMAGENET_C_JPEG_QUALITY)
         else:

@@ -4,6 +4,7 @@ scikit-image, OpenCV and Pillow. All work on (N, C, H, W) float tensors on any d
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import warnings
@@ -218,14 +219,21 @@ def sample_at(x: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
     return F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode="border", align_corners=True)
 
 
+@contextlib.contextmanager
+def quiet_torchvision_codecs():
+    """torchvision 0.29 announces, at every call, a move of its JPEG/PNG codecs to torchcodec."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        yield
+
+
 def jpeg_round_trip(x: Tensor, quality: int) -> Tensor:
     """Encode every image as JPEG at ``quality`` and decode it (libjpeg; nvJPEG on CUDA)."""
     from torchvision.io import decode_jpeg, encode_jpeg
 
     images = list(to_uint8(x).unbind(0))
     device = "cuda" if x.is_cuda else "cpu"
-    with warnings.catch_warnings():  # torchvision 0.29 announces a move of these codecs to torchcodec
-        warnings.simplefilter("ignore", DeprecationWarning)
+    with quiet_torchvision_codecs():
         encoded = encode_jpeg(images, quality=quality)
         decoded = decode_jpeg([data.cpu() for data in encoded], device=device)  # the decoder reads host bytes
     return torch.stack(decoded).to(x.device, x.dtype) / 255

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .ops import to_uint8
 from .random import GeneratorArg
 
 
@@ -37,7 +38,7 @@ def reference_corrupt(images: Tensor, name: str, severity: int, generator: Gener
     """Run ``imagecorruptions.corrupt`` on each image (uint8 in, uint8 out) and return [0, 1] floats."""
     package = _package()
     takes_seed = "seed" in inspect.signature(package.corruption_dict[name]).parameters
-    arrays = (images.detach().cpu() * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    arrays = to_uint8(images.detach().cpu()).permute(0, 2, 3, 1).numpy()
     outputs = []
     for array, seed in zip(arrays, _seeds(len(arrays), generator)):  # the package works per image
         np.random.seed(seed)

@@ -48,5 +48,11 @@ def open_checked_source(kind: str, data: Path, model: nn.Module, model_name: str
 
 
 def prepare(model: nn.Module, device: torch.device) -> nn.Module:
+    """The model on ``device``, channels_last on CUDA (faster convolutions there)."""
     model = model.to(device)
     return model.to(memory_format=torch.channels_last) if device.type == "cuda" else model
+
+
+def as_model_input(batch: torch.Tensor) -> torch.Tensor:
+    """A batch in the memory format ``prepare`` gives the model: channels_last on CUDA."""
+    return batch.contiguous(memory_format=torch.channels_last) if batch.is_cuda else batch

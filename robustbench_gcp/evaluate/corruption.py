@@ -24,7 +24,7 @@ from ..metrics import mce, mean_error, relative_mce
 from ..models.zoo import file_sha256
 from ..results import DEFAULT_DB, Cell, ResultStore, Run, write_json
 from .clean import Counts, to_float_images
-from .common import EvaluationError, load_eval_model, open_checked_source, prepare
+from .common import EvaluationError, as_model_input, load_eval_model, open_checked_source, prepare
 from .distributed import DistContext, barrier, broadcast, init_distributed, sum_counts
 
 CLEAN = ("clean", "0")
@@ -110,10 +110,8 @@ class _CellRunner:
                 generators = image_generators(self.config.seed, index.tolist(), name, severity, self.ctx.device)
                 batch = corrupt(batch, name, severity, protocol=self.config.protocol, backend=self.config.backend,
                                 generator=generators)
-            if self.ctx.device.type == "cuda":
-                batch = batch.contiguous(memory_format=torch.channels_last)
             with torch.autocast(**self.autocast):
-                logits = self.model(batch)
+                logits = self.model(as_model_input(batch))
             counts.add(logits.float(), labels.to(self.ctx.device))
             bar.update(len(labels) * self.ctx.world)
         n, top1, top5, skipped = sum_counts([counts.n, counts.top1_errors, counts.top5_errors, skipped], self.ctx)

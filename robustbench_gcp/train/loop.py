@@ -25,6 +25,7 @@ from tqdm import tqdm
 from ..data.builtin import write_builtin
 from ..data.folders import eval_transform
 from ..evaluate.clean import Counts, evaluate_clean, to_float_images
+from ..evaluate.common import as_model_input, prepare
 from ..evaluate.distributed import DistContext, init_distributed, sum_counts
 from ..fileio import atomic_write_text
 from ..models import architecture_info, checkpoint_record, create_model, read_checkpoint
@@ -104,9 +105,7 @@ class Trainer:
         self.train_set, self.val_set = _datasets(config, self.size)
         classes = config.num_classes or len(self.train_set.classes)
         torch.manual_seed(config.seed)
-        model = create_model(config.model, num_classes=classes).to(self.ctx.device)
-        if self.ctx.device.type == "cuda":
-            model = model.to(memory_format=torch.channels_last)
+        model = prepare(create_model(config.model, num_classes=classes), self.ctx.device)
         self.model = model
         self.optimizer = torch.optim.SGD(model.parameters(), lr=config.lr or plan.lr, momentum=0.9,
                                          weight_decay=self.weight_decay)
@@ -140,9 +139,7 @@ class Trainer:
             if per_iteration or i == 0:
                 for group in self.optimizer.param_groups:
                     group["lr"] = self._lr(epoch, i, len(loader))
-            batch = to_float_images(images, self.ctx.device)
-            if self.ctx.device.type == "cuda":
-                batch = batch.contiguous(memory_format=torch.channels_last)
+            batch = as_model_input(to_float_images(images, self.ctx.device))
             labels = labels.to(self.ctx.device)
             with torch.autocast(**self.autocast):
                 logits = self.model(batch)
