@@ -23,7 +23,7 @@ from timing import median_seconds  # noqa: E402
 
 import robustbench_gcp as rg  # noqa: E402
 from robustbench_gcp.attacks import AttackSettings, parse_epsilons, run_attack  # noqa: E402
-from robustbench_gcp.evaluate.common import prepare  # noqa: E402
+from robustbench_gcp.devices import prepare  # noqa: E402
 
 DATA = Path(os.environ.get("ROBUSTBENCH_GCP_TEST_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 

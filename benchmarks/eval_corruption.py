@@ -25,9 +25,10 @@ from corruptions import sample_images  # noqa: E402
 from timing import median_seconds  # noqa: E402
 
 from robustbench_gcp.corruptions import names  # noqa: E402
-from robustbench_gcp.corruptions.export import ExportConfig, export_corrupted_folder  # noqa: E402
-from robustbench_gcp.evaluate.common import as_model_input, load_eval_model, prepare  # noqa: E402
+from robustbench_gcp.devices import as_model_input, prepare  # noqa: E402
+from robustbench_gcp.evaluate.common import load_eval_model  # noqa: E402
 from robustbench_gcp.evaluate.corruption import CorruptionEvalConfig, evaluate_corruptions  # noqa: E402
+from robustbench_gcp.export import ExportConfig, export_corrupted_folder  # noqa: E402
 
 CLASSES = 10
 

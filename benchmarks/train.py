@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from timing import median_seconds  # noqa: E402
 
 import robustbench_gcp as rg  # noqa: E402
-from robustbench_gcp.evaluate.common import as_model_input, prepare  # noqa: E402
+from robustbench_gcp.devices import as_model_input, prepare  # noqa: E402
 
 
 def rate(name: str, batch: int, device: torch.device, repeats: int) -> float:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from .attacks import parse_epsilons
 from .corruptions import names
 from .data.builtin import write_builtin
 from .evaluate.attack import AttackEvalConfig, evaluate_attacks
@@ -56,7 +57,7 @@ def run_demo(config: DemoConfig, progress: bool = True) -> dict[str, Path]:
             device=config.device, db=db, json=out / f"{model}-corruptions.json"), progress=progress)
         evaluate_attacks(AttackEvalConfig(
             model=model, checkpoint=best, num_classes=classes, data=data / "val", attacks=["linf-pgd"],
-            eps="0,1/255,2/255,4/255", steps=3 if config.quick else 10, rel_stepsize=0.25,
+            eps=parse_epsilons("0,1/255,2/255,4/255"), steps=3 if config.quick else 10, rel_stepsize=0.25,
             limit=40 if config.quick else 400, batch_size=200, workers=config.workers, device=config.device, db=db,
             json=out / f"{model}-attack.json"), progress=progress)
     store = ResultStore(db)

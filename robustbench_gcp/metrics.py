@@ -7,6 +7,9 @@ first); every function returns percent. mCE and relative mCE use the 15 benchmar
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from torch import Tensor
 
 from .corruptions import names
 
@@ -77,3 +80,23 @@ def mean_error(errors: ErrorTable) -> float:
     if not rates:
         raise ValueError("mean_error needs at least one benchmark corruption")
     return 100 * sum(rates) / len(rates)
+
+
+@dataclass
+class Counts:
+    """Top-1/top-5 error counts, not percentages, so shards and resumed runs add up exactly."""
+
+    n: int = 0
+    top1_errors: int = 0
+    top5_errors: int = 0
+
+    def add(self, logits: Tensor, labels: Tensor) -> None:
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        hits = top == labels[:, None]
+        self.n += labels.numel()
+        self.top1_errors += int((~hits[:, 0]).sum())
+        self.top5_errors += int((~hits.any(dim=1)).sum())
+
+    @property
+    def top1_accuracy(self) -> float:
+        return 100.0 * (1 - self.top1_errors / self.n) if self.n else float("nan")

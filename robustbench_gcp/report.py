@@ -11,16 +11,23 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from .attacks import parse_epsilons
 from .corruptions import names
-from .evaluate.attack import summarize_attacks
-from .evaluate.corruption import summarize
+from .errors import Error
+from .fileio import check_output_file
 from .metrics import corruption_error
 from .models.catalog import CatalogEntry
 from .models.registry import UnknownModelError, architecture_info
 from .models.zoo import checkpoint_record
-from .results import Difference, ResultStore, Run
+from .results import ResultStore, Run
+from .summaries import Difference, summarize_attacks, summarize_corruptions
 
 TABLE_FORMATS = ("github", "latex", "plain", "csv")
+PLOT_FORMATS = ("png", "pdf", "svg", "jpg", "jpeg")
+
+
+class ReportError(Error, ValueError):
+    """Nothing to report, or nowhere to write it."""
 
 
 def _millions(count: int) -> str:
@@ -72,7 +79,7 @@ def _labels(runs: list[Run]) -> list[str]:
 
 def corruption_runs(store: ResultStore, models: list[str] | None) -> list[tuple[Run, dict]]:
     runs = sorted(store.runs("corruption", models), key=_column_order)
-    return [(run, summarize(run, store.cells(run), [])) for run in runs]
+    return [(run, summarize_corruptions(run, store.cells(run), [])) for run in runs]
 
 
 def corruption_table(store: ResultStore, models: list[str] | None = None, fmt: str = "github") -> str:
@@ -131,8 +138,19 @@ def _pyplot():
     return plt
 
 
+def plot_path(out: str | Path) -> Path:
+    """The file a plot goes to: a PNG when ``out`` names no format; refused when it is a directory
+    or names a format we do not write."""
+    out = check_output_file(out, "--out")
+    if not out.suffix:
+        return out.with_suffix(".png")
+    if out.suffix[1:].lower() not in PLOT_FORMATS:
+        raise ReportError(f"--out {out}: plots are written as {', '.join(PLOT_FORMATS)}; use one of those suffixes")
+    return out
+
+
 def _save(figure, out: str | Path) -> Path:
-    out = Path(out)
+    out = plot_path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out, dpi=120)
     figure.clear()
@@ -141,12 +159,10 @@ def _save(figure, out: str | Path) -> Path:
 
 def plot_attacks(store: ResultStore, out: str | Path, models: list[str] | None = None) -> Path:
     """Robust accuracy against ε, one panel per attack (and the worst case), one line per run."""
-    from .attacks import parse_epsilons
-
     plt = _pyplot()
     runs = attack_runs(store, models)
     if not runs:
-        raise ValueError("no attack runs in the store to plot")
+        raise ReportError("no attack runs in the store to plot; run gcp-robust eval-attack first")
     panels = list(dict.fromkeys(a for _, s in runs for a in s["robust_accuracy"])) + ["worst case"]
     figure, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.0), squeeze=False, sharey=True)
     for axis, panel in zip(axes[0], panels):
@@ -192,7 +208,7 @@ def plot_corruptions(store: ResultStore, out: str | Path, models: list[str] | No
     plt = _pyplot()
     runs = corruption_runs(store, models)
     if not runs:
-        raise ValueError("no corruption runs in the store to plot")
+        raise ReportError("no corruption runs in the store to plot; run gcp-robust eval-corruption first")
     corruptions = [n for n in names("all") if any(n in s["errors"] for _, s in runs)]
     columns = min(5, len(corruptions))
     rows = math.ceil(len(corruptions) / columns)

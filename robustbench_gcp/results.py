@@ -1,4 +1,4 @@
-"""The results store (SQLite), run summaries as JSON, and the comparison of two summaries.
+"""The results store (SQLite) and run summaries as JSON.
 
 A run is identified by its configuration; each cell of a run (a corruption at a severity, an
 attack at an epsilon, or the clean set) stores counts, so shards and resumed runs add up
@@ -10,15 +10,25 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import Error
 from .fileio import atomic_write_text
 
 DEFAULT_DB = Path("runs") / "results.sqlite"
+_COLUMNS = {
+    "runs": ["id", "key", "kind", "model", "config", "created"],
+    "cells": ["run_id", "name", "level", "n", "top1_errors", "top5_errors", "skipped", "mask"],
+}
+
+
+class ResultsError(Error, ValueError):
+    """A results database that cannot be used, with the fix in the message."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -78,9 +88,37 @@ class ResultStore:
 
     def __init__(self, path: str | Path = DEFAULT_DB) -> None:
         self.path = Path(path)
+        if self.path.is_dir():
+            raise ResultsError(f"--db {self.path} is a directory; pass a database file, "
+                               f"e.g. {self.path / 'results.sqlite'}")
+        if self.path.exists():
+            self._check_tables()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
-            db.executescript(_SCHEMA)
+        for target in (self.path, self.path.parent):  # fail now, not after a long run
+            if target.exists() and not os.access(target, os.W_OK):
+                raise ResultsError(f"--db {self.path}: cannot write to {target} (read-only); pass a writable path")
+        try:
+            with self._connect() as db:
+                db.executescript(_SCHEMA)
+        except sqlite3.OperationalError as error:
+            raise ResultsError(f"--db {self.path}: cannot write to it ({error}); pass a writable path") from None
+
+    def _check_tables(self) -> None:
+        """Refuse a file that is not SQLite, or another application's database, without touching it."""
+        try:
+            db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
+            try:
+                names = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+                columns = {name: [row[1] for row in db.execute(f"PRAGMA table_info({name!r})")] for name in names}
+            finally:
+                db.close()
+        except sqlite3.DatabaseError as error:
+            raise ResultsError(f"--db {self.path} is not an SQLite results database ({error}); "
+                               "pass a new file name or a database written by gcp-robust") from None
+        ours = {name: cols for name, cols in columns.items() if name in _COLUMNS}
+        if columns and (set(ours) != set(_COLUMNS) or any(ours[n] != _COLUMNS[n] for n in ours)):
+            raise ResultsError(f"--db {self.path} is another application's database (tables: "
+                               f"{', '.join(sorted(columns))}); pass a new file name or one written by gcp-robust")
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -133,44 +171,3 @@ class ResultStore:
 def write_json(path: str | Path, summary: Mapping) -> None:
     """Write a summary atomically, keys in a fixed order, so reruns give identical bytes."""
     atomic_write_text(path, json.dumps(summary, indent=2) + "\n")
-
-
-# --------------------------------------------------------------------------- comparison
-
-@dataclass(frozen=True)
-class Difference:
-    metric: str
-    baseline: float | None
-    current: float | None
-    worse_by: float | None  # positive: the current run is worse (percentage points)
-
-
-def _metrics(summary: Mapping) -> dict[str, tuple[float | None, int]]:
-    """Every comparable number of a summary, with its direction (+1: higher is worse)."""
-    found: dict[str, tuple[float | None, int]] = {}
-    for key in ("clean_error", "mCE", "relative_mCE", "mean_error"):
-        if key in summary:
-            found[key] = (summary[key], +1)
-    for name, rates in summary.get("errors", {}).items():
-        for severity, rate in enumerate(rates, start=1):
-            found[f"{name}/{severity}"] = (rate, +1)
-    if "clean_accuracy" in summary:
-        found["clean_accuracy"] = (summary["clean_accuracy"], -1)
-    for attack, by_eps in summary.get("robust_accuracy", {}).items():
-        for eps, accuracy in by_eps.items():
-            found[f"{attack}@{eps}"] = (accuracy, -1)
-    for eps, accuracy in summary.get("worst_case", {}).items():
-        found[f"worst_case@{eps}"] = (accuracy, -1)
-    return found
-
-
-def compare(baseline: Mapping, current: Mapping) -> list[Difference]:
-    """Metric-by-metric differences of two run summaries (errors: up is worse; accuracies: down)."""
-    before, after = _metrics(baseline), _metrics(current)
-    rows = []
-    for metric in sorted(set(before) | set(after), key=lambda m: (m not in before, m)):
-        old, direction = before.get(metric, (None, +1))
-        new, direction = after.get(metric, (None, direction))
-        worse = direction * (new - old) if old is not None and new is not None else None
-        rows.append(Difference(metric, old, new, worse))
-    return rows

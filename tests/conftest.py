@@ -13,6 +13,13 @@ DATA_ROOT = Path(os.environ.get("ROBUSTBENCH_GCP_TEST_DATA", Path(__file__).reso
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
+@pytest.fixture(autouse=True)
+def _seeded_global_rng():
+    """Every test starts from the same global RNG state, whatever ran before it (random order
+    included), so a test's random data never depends on the order of the suite."""
+    torch.manual_seed(0)
+
+
 def shared_path(relative: str) -> Path:
     """A path under the shared test data, or a skip naming the variable that points there."""
     path = DATA_ROOT / relative

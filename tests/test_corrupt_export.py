@@ -13,9 +13,9 @@ import torch
 from torchvision.io import decode_image
 
 from robustbench_gcp.corruptions import corrupt
-from robustbench_gcp.corruptions.export import ExportConfig, export_corrupted_folder
-from robustbench_gcp.corruptions.seeding import image_generators
 from robustbench_gcp.data import image_folder
+from robustbench_gcp.export import ExportConfig, export_corrupted_folder
+from robustbench_gcp.rng import image_generators
 
 
 @pytest.fixture

@@ -45,7 +45,7 @@ def test_native_pgd_agrees_with_foolbox(resnet20, photos, name, eps):
     settings = dict(steps=10, rel_stepsize=0.25)
     torch.manual_seed(0)
     theirs = run_attack(name, resnet20, images, labels, eps, AttackSettings(backend="foolbox", **settings))
-    generators = [torch.Generator().manual_seed(i) for i in range(len(images))]
+    generators = [torch.Generator().manual_seed(i) for i in range(len(images) * len(eps))]
     ours = run_attack(name, resnet20, images, labels, eps, AttackSettings(backend="native", **settings), generators)
     with torch.no_grad():
         clean = resnet20(images).argmax(1) == labels
@@ -60,8 +60,8 @@ def test_native_pgd_agrees_with_foolbox(resnet20, photos, name, eps):
 
 
 def test_run_properties_resume_and_json(tmp_path, cifar_test_dir, resnet20_file):
-    common = dict(model="CIFAR10_ResNet20_GAP", checkpoint=resnet20_file, data=cifar_test_dir, eps="0,1/255,4/255",
-                  steps=5, rel_stepsize=0.5, limit=100, workers=0, batch_size=50)
+    common = dict(model="CIFAR10_ResNet20_GAP", checkpoint=resnet20_file, data=cifar_test_dir,
+                  eps=parse_epsilons("0,1/255,4/255"), steps=5, rel_stepsize=0.5, limit=100, workers=0, batch_size=50)
     first = AttackEvalConfig(attacks=["linf-pgd"], db=tmp_path / "resumed.sqlite", **common)
     evaluate_attacks(first, progress=False)
     resumed = AttackEvalConfig(attacks=["linf-pgd", "fgsm"], db=tmp_path / "resumed.sqlite",
@@ -72,7 +72,7 @@ def test_run_properties_resume_and_json(tmp_path, cifar_test_dir, resnet20_file)
     assert cells(tmp_path / "resumed.sqlite") == cells(tmp_path / "once.sqlite")
 
     assert set(summary) == {"model", "checkpoint_sha256", "dataset", "n", "clean_accuracy", "robust_accuracy",
-                            "worst_case"}
+                            "worst_case", "skipped_unreadable"}
     robust, worst = summary["robust_accuracy"], summary["worst_case"]
     assert summary["n"] == 100 and list(robust["linf-pgd"]) == ["0", "1/255", "4/255"]
     for by_eps in robust.values():

@@ -74,7 +74,8 @@ def test_newton_schulz_approaches_the_eigendecomposition_root():
     errors = [
         float((matrix_sqrt(cov, n, eps=0.0) - exact).norm() / exact.norm()) for n in (1, 3, 5, 10, 30)
     ]
-    assert all(later < earlier for earlier, later in zip(errors, errors[1:])), errors
+    # each step closer until converged; converged values sit at machine precision, where they may jitter
+    assert all(later < earlier or later < 1e-12 for earlier, later in zip(errors, errors[1:])), errors
     assert errors[-1] < 1e-6, errors
     assert 1e-4 < errors[2] < 0.1, errors  # 5 iterations: close, not exact, as the original
 

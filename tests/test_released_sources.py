@@ -10,10 +10,10 @@ import numpy as np
 import torch
 
 from robustbench_gcp.corruptions import corrupt_to_uint8
-from robustbench_gcp.corruptions.export import ExportConfig, export_corrupted_folder
-from robustbench_gcp.corruptions.seeding import image_generators
 from robustbench_gcp.data import image_folder
 from robustbench_gcp.evaluate.corruption import CorruptionEvalConfig, evaluate_corruptions
+from robustbench_gcp.export import ExportConfig, export_corrupted_folder
+from robustbench_gcp.rng import image_generators
 
 
 def _counts(db: Path) -> dict:

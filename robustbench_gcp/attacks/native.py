@@ -7,13 +7,13 @@ every ε of a sweep runs in one batched pass, and the model can run under bf16 a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..corruptions.random import Draws, GeneratorArg
+from ..rng import Draws, GeneratorArg
 
 
 def _per_sample(values: Tensor, ndim: int) -> Tensor:
@@ -25,15 +25,16 @@ def _l2_norms(x: Tensor) -> Tensor:
 
 
 def random_starts(norm: str, images: Tensor, count: int, draws: Draws) -> Tensor:
-    """foolbox's random start at radius 1, for ``count`` radii of every image: uniform in the L∞
-    box, or uniform in the L2 ball (normal of dimension d + 2, normalised, first d coordinates)."""
-    n, dims = images.shape[0], images[0].numel()
+    """foolbox's random start at radius 1, for ``count`` radii of every image (ε-major rows, one
+    draw each): uniform in the L∞ box, or uniform in the L2 ball (normal of dimension d + 2,
+    normalised, first d coordinates)."""
+    dims = images[0].numel()
     if norm == "linf":
-        unit = draws.uniform((count, dims), -1.0, 1.0, dtype=images.dtype)
+        unit = draws.uniform((dims,), -1.0, 1.0, dtype=images.dtype)
     else:
-        sphere = draws.normal((count, dims + 2), dtype=images.dtype)
+        sphere = draws.normal((dims + 2,), dtype=images.dtype)
         unit = (sphere / sphere.norm(dim=-1, keepdim=True))[..., :dims]
-    return unit.transpose(0, 1).reshape(count * n, *images.shape[1:])
+    return unit.reshape(count * images.shape[0], *images.shape[1:])
 
 
 def pgd(
@@ -48,24 +49,32 @@ def pgd(
     random_start: bool = True,
     generator: GeneratorArg = None,
     autocast: bool = False,
+    on_gradient: Callable[[Tensor], None] | None = None,
 ) -> Tensor:
-    """Adversarial images (E, N, C, H, W) for every ε at once; ε = 0 returns the images."""
+    """Adversarial images (E, N, C, H, W) for every ε at once; ε = 0 returns the images.
+
+    ``generator`` is one generator for the batch or one per (ε, image) pair, ε-major: then each
+    (image, ε) start depends on nothing else, so extending, reordering or splitting a sweep
+    leaves every cell as it was. ``on_gradient`` sees the first step's input gradient (E·N, C, H, W).
+    """
     count, n = len(epsilons), images.shape[0]
     radii = torch.tensor(epsilons, dtype=images.dtype, device=images.device).repeat_interleave(n)
     x0 = images.repeat(count, 1, 1, 1)
     y = labels.repeat(count)
-    if random_start:  # each image's generator draws its starts for every ε
-        start = random_starts(norm, images, count, Draws(n, images.device, generator))
+    if random_start:
+        start = random_starts(norm, images, count, Draws(count * n, images.device, generator))
         x = (x0 + start * _per_sample(radii, x0.dim())).clamp(0, 1)
     else:
         x = x0.clone()
     step = _per_sample(radii * rel_stepsize, x0.dim())
-    for _ in range(steps):
+    for step_index in range(steps):
         x.requires_grad_(True)
         with torch.autocast(device_type=images.device.type, dtype=torch.bfloat16, enabled=autocast):
             logits = model(x)
         loss = F.cross_entropy(logits.float(), y, reduction="sum")
         (grad,) = torch.autograd.grad(loss, x)
+        if step_index == 0 and on_gradient is not None:
+            on_gradient(grad)
         with torch.no_grad():
             if norm == "linf":
                 x = x + step * grad.sign()

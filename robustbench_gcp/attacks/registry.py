@@ -3,19 +3,23 @@ adversarial images (E, N, C, H, W), one set per epsilon, inside the ε-ball and 
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 
-from ..corruptions.random import GeneratorArg
+from ..errors import Error
+from ..rng import GeneratorArg
 from .native import pgd
 
 BACKENDS = ("foolbox", "native")
 
 
-class AttackError(ValueError):
+class AttackError(Error, ValueError):
     """Bad attack settings, with the fix in the message."""
 
 
@@ -44,13 +48,36 @@ ATTACKS: dict[str, AttackSpec] = {
 }
 
 
+class Epsilon(NamedTuple):
+    """One perturbation budget: as the user wrote it (the cell's name) and its value."""
+
+    text: str
+    value: float
+
+
 @dataclass(frozen=True)
 class AttackSettings:
-    steps: int | None = None  # None: the attack's foolbox default
+    steps: int | None = None  # None: the attack's foolbox default; 0 is no step (the random start alone)
     restarts: int = 1
     rel_stepsize: float | None = None  # None: foolbox's default
     backend: str = "native"  # native where an attack has a native version, foolbox otherwise
     autocast: bool = False  # bf16 model passes (native only)
+
+    def check(self) -> None:
+        if self.steps is not None and self.steps < 0:
+            raise AttackError(f"--steps {self.steps}: pass 0 or more iterations")
+        if self.restarts < 1:
+            raise AttackError(f"--restarts {self.restarts}: pass at least 1")
+        if self.rel_stepsize is not None and not (math.isfinite(self.rel_stepsize) and self.rel_stepsize >= 0):
+            raise AttackError(f"--rel-stepsize {self.rel_stepsize}: pass a finite step size ≥ 0 (relative to eps)")
+        if self.backend not in BACKENDS:
+            raise AttackError(f"--backend {self.backend!r}: choose one of {', '.join(BACKENDS)}")
+
+    def steps_of(self, spec: AttackSpec) -> int | None:
+        return spec.default_steps if self.steps is None else self.steps
+
+    def rel_stepsize_of(self, spec: AttackSpec) -> float | None:
+        return spec.default_rel_stepsize if self.rel_stepsize is None else self.rel_stepsize
 
 
 def attack_spec(name: str) -> AttackSpec:
@@ -59,20 +86,30 @@ def attack_spec(name: str) -> AttackSpec:
     return ATTACKS[name]
 
 
-def parse_epsilons(text: str) -> list[tuple[str, float]]:
+def parse_epsilons(text: str) -> list[Epsilon]:
     """'0,1/255,0.5' → [('0', 0.0), ('1/255', 0.0039…), ('0.5', 0.5)]; each in [0, 1]."""
     parsed = []
     for part in (p.strip() for p in text.split(",") if p.strip()):
         try:
             value = float(Fraction(part))
-        except (ValueError, ZeroDivisionError):
-            raise AttackError(f"epsilon {part!r} is not a number or fraction (e.g. 0.01 or 4/255)") from None
-        if not 0 <= value <= 1:
-            raise AttackError(f"epsilon {part} = {value:g} is outside [0, 1]; images are in [0, 1]")
-        parsed.append((part, value))
+        except (ValueError, ZeroDivisionError, OverflowError):
+            raise AttackError(f"epsilon {part!r} is not a finite number or fraction (e.g. 0.01 or 4/255)") from None
+        parsed.append(Epsilon(part, value))
     if not parsed:
         raise AttackError("--eps needs at least one epsilon, e.g. 0,1/255,2/255,4/255")
+    check_epsilons(parsed)
     return parsed
+
+
+def check_epsilons(epsilons: list[Epsilon]) -> None:
+    """Budgets the attacks can take: at least one, each in [0, 1], no name twice."""
+    if not epsilons:
+        raise AttackError("--eps needs at least one epsilon, e.g. 0,1/255,2/255,4/255")
+    for text, value in epsilons:
+        if not (math.isfinite(value) and 0 <= value <= 1):
+            raise AttackError(f"epsilon {text} = {value:g} is outside [0, 1]; images are in [0, 1]")
+    if len({text for text, _ in epsilons}) != len(epsilons):
+        raise AttackError(f"--eps names an epsilon twice: {', '.join(text for text, _ in epsilons)}")
 
 
 def _foolbox_attack(spec: AttackSpec, settings: AttackSettings):
@@ -81,9 +118,9 @@ def _foolbox_attack(spec: AttackSpec, settings: AttackSettings):
     cls = getattr(fb.attacks, spec.foolbox_class)
     kwargs = {}
     if spec.default_rel_stepsize is not None:
-        kwargs["rel_stepsize"] = settings.rel_stepsize or spec.default_rel_stepsize
+        kwargs["rel_stepsize"] = settings.rel_stepsize_of(spec)
     if spec.default_steps is not None:
-        kwargs["steps"] = settings.steps or spec.default_steps
+        kwargs["steps"] = settings.steps_of(spec)
     if spec.foolbox_class == "L2CarliniWagnerAttack":
         kwargs["binary_search_steps"] = 5
     attack = cls(**kwargs)
@@ -98,11 +135,16 @@ def run_attack(
     epsilons: list[float],
     settings: AttackSettings,
     generator: GeneratorArg = None,
+    on_gradient: Callable[[Tensor], None] | None = None,
 ) -> Tensor:
-    """Adversarial images (E, N, C, H, W) of attack ``name`` at every epsilon."""
+    """Adversarial images (E, N, C, H, W) of attack ``name`` at every epsilon.
+
+    ``generator``: one for the batch, or one per (ε, image) pair, ε-major (native PGD's random
+    starts). ``on_gradient`` sees the input gradient of the first step of native attacks.
+    """
     spec = attack_spec(name)
     if settings.backend == "native" and spec.native:
-        return _native_with_restarts(spec, model, images, labels, epsilons, settings, generator)
+        return _native_with_restarts(spec, model, images, labels, epsilons, settings, generator, on_gradient)
     import foolbox as fb
 
     fmodel = fb.PyTorchModel(model, bounds=(0, 1), device=images.device)
@@ -110,14 +152,15 @@ def run_attack(
     return torch.stack([c.detach() for c in clipped])
 
 
-def _native_with_restarts(spec, model, images, labels, epsilons, settings, generator) -> Tensor:
-    """Restarts keep, per image and ε, the first adversarial example found (foolbox's Repeated)."""
+def _native_with_restarts(spec, model, images, labels, epsilons, settings, generator, on_gradient) -> Tensor:
+    """Restarts keep, per image and ε, the first adversarial example found (foolbox's Repeated).
+    Each restart draws its starts from the same generators, which move on: new starts each time."""
     best, found = None, None
     for _ in range(settings.restarts):
         adversarial = pgd(
-            model, images, labels, epsilons, norm=spec.norm, steps=settings.steps or spec.default_steps,
-            rel_stepsize=settings.rel_stepsize or spec.default_rel_stepsize, generator=generator,
-            autocast=settings.autocast,
+            model, images, labels, epsilons, norm=spec.norm, steps=settings.steps_of(spec),
+            rel_stepsize=settings.rel_stepsize_of(spec), generator=generator, autocast=settings.autocast,
+            on_gradient=on_gradient,
         )
         if settings.restarts == 1:  # nothing to choose between: skip the extra model pass
             return adversarial

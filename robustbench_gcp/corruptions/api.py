@@ -7,9 +7,10 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from ..errors import Error
+from ..rng import Draws, GeneratorArg
 from . import blur, digital, noise, ops, spatter, weather
 from .params import MIN_SIZE, PARAMETERS, PROTOCOLS
-from .random import Draws, GeneratorArg
 
 CorruptionFn = Callable[[Tensor, object, Draws, str], Tensor]
 
@@ -39,7 +40,7 @@ BACKENDS = ("native", "reference")
 IMAGENET_C_JPEG_QUALITY = 85
 
 
-class CorruptionError(ValueError):
+class CorruptionError(Error, ValueError):
     """Bad input to the corruption engine, with the fix in the message."""
 
 

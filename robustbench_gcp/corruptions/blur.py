@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..rng import Draws
 from . import ops
-from .random import Draws
 
 
 def gaussian_blur(x: Tensor, sigma: float, draws: Draws, protocol: str) -> Tensor:

@@ -7,8 +7,8 @@ import functools
 import torch
 from torch import Tensor
 
+from ..rng import Draws
 from . import ops
-from .random import Draws
 
 
 def brightness(x: Tensor, shift: float, draws: Draws, protocol: str) -> Tensor:

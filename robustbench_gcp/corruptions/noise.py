@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .random import Draws
+from ..rng import Draws
 
 
 def gaussian_noise(x: Tensor, sigma: float, draws: Draws, protocol: str) -> Tensor:

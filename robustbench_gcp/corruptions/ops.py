@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .random import Draws
+from ..rng import Draws
 
 # RGB → gray weights of OpenCV's COLOR_RGB2GRAY.
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)

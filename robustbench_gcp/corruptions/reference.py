@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..rng import GeneratorArg
 from .ops import to_uint8
-from .random import GeneratorArg
 
 
 def _package():

@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..rng import Draws
 from . import ops
-from .random import Draws
 
 MUD = (63 / 255, 42 / 255, 20 / 255)
 WATER = (175 / 255, 238 / 255, 238 / 255)

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from ..rng import Draws
 from . import ops
-from .random import Draws
 
 FROST_FILES = ("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg", "frost6.jpg")
 

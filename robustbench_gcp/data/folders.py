@@ -9,6 +9,15 @@ import torch
 from torch.utils.data import Subset
 from torchvision import datasets, transforms
 
+from ..errors import Error
+
+
+class DatasetError(Error, ValueError):
+    """A dataset that cannot be read or evaluated as asked, with the fix in the message."""
+
+
+RESIZE_FROM = 64  # input sizes from here on get the resize + center crop; smaller (32-px) sets are kept as they are
+
 
 def eval_transform(input_size: int) -> transforms.Compose:
     """The paper's eval transform at 224 px (resize 256, center crop 224); none for 32-px sets.
@@ -16,7 +25,7 @@ def eval_transform(input_size: int) -> transforms.Compose:
     Images stay uint8 (C, H, W): conversion to float happens on the model's device.
     """
     steps = [transforms.PILToTensor()]
-    if input_size >= 64:
+    if input_size >= RESIZE_FROM:
         steps[:0] = [transforms.Resize(round(input_size * 256 / 224)), transforms.CenterCrop(input_size)]
     return transforms.Compose(steps)
 
@@ -25,11 +34,11 @@ def image_folder(root: str | Path, input_size: int) -> datasets.ImageFolder:
     """An ImageFolder (``root/<class>/<image>``) with the eval transform, with a clear error when empty."""
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"dataset folder {root} does not exist; pass an ImageFolder root (<class>/<image>)")
+        raise DatasetError(f"dataset folder {root} does not exist; pass an ImageFolder root (<class>/<image>)")
     try:
         return datasets.ImageFolder(str(root), transform=eval_transform(input_size))
     except (FileNotFoundError, RuntimeError) as error:
-        raise FileNotFoundError(f"dataset folder {root} holds no images in class subfolders ({error})") from None
+        raise DatasetError(f"dataset folder {root} holds no images in class subfolders ({error})") from None
 
 
 def balanced_subset(dataset: datasets.ImageFolder, limit: int | None, seed: int = 0) -> Subset | datasets.ImageFolder:

@@ -5,8 +5,10 @@ ImageNet-C tree, or the released CIFAR-10-C arrays. Every dataset yields
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Sequence
+import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,13 +20,9 @@ from torchvision import transforms
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
 from ..corruptions import names as corruption_names
-from .folders import _balanced_indices, eval_transform
+from .folders import RESIZE_FROM, DatasetError, _balanced_indices, eval_transform
 
 SOURCES = ("generated", "imagenet-c", "cifar10-c")
-
-
-class DatasetError(ValueError):
-    """A dataset that cannot be evaluated as asked, with the fix in the message."""
 
 
 def read_class_index(path: str | Path) -> dict[str, int]:
@@ -32,10 +30,30 @@ def read_class_index(path: str | Path) -> dict[str, int]:
     ``synset_words.txt`` (line i starts with the folder name of class i)."""
     path = Path(path)
     if not path.is_file():
-        raise DatasetError(f"class index {path} does not exist")
-    if path.suffix == ".json":
-        return {entry[0]: int(index) for index, entry in json.loads(path.read_text()).items()}
-    return {line.split()[0]: i for i, line in enumerate(path.read_text().splitlines()) if line.strip()}
+        raise DatasetError(f"--class-index {path} does not exist")
+    try:
+        if path.suffix == ".json":
+            return {entry[0]: int(index) for index, entry in json.loads(path.read_text()).items()}
+        return {line.split()[0]: i for i, line in enumerate(path.read_text().splitlines()) if line.strip()}
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, UnicodeDecodeError):
+        raise DatasetError(f"--class-index {path} is neither an imagenet_class_index.json "
+                           "({\"0\": [\"n01440764\", \"tench\"], ...}) nor a synset_words.txt") from None
+
+
+def class_index_digest(class_index: dict[str, int] | None) -> str | None:
+    """A short digest of a folder → class mapping, for run identities."""
+    if class_index is None:
+        return None
+    return hashlib.sha256(json.dumps(class_index, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def files_fingerprint(paths: Iterable[str | Path]) -> str:
+    """A cheap digest of files' names, sizes and modification times: changes when data changes in place."""
+    digest = hashlib.sha256()
+    for path in paths:
+        stat = os.stat(path)
+        digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
 
 
 class ImageFiles(Dataset):
@@ -73,6 +91,26 @@ class ArrayImages(Dataset):
         return torch.from_numpy(row).permute(2, 0, 1), int(self.labels[index]), index, True
 
 
+def check_image_sizes(dataset: ImageFiles, indices: Sequence[int], input_size: int) -> None:
+    """Sizes below RESIZE_FROM are not resized: every image must have that size already (file
+    headers only, so 10,000 CIFAR images take about a second)."""
+    if input_size >= RESIZE_FROM:
+        return
+    expected = (input_size, input_size)
+    for index in indices:
+        path = dataset.samples[index][0]
+        try:
+            with Image.open(path) as image:
+                size = image.size
+        except (OSError, UnidentifiedImageError, ValueError):
+            continue  # unreadable: counted (or refused) where it is decoded
+        if size != expected:
+            raise DatasetError(
+                f"{path} is {size[0]}×{size[1]} px but {input_size}-px images are not resized; resize the dataset "
+                f"to {input_size}×{input_size}, or use a size of {RESIZE_FROM} px or more (resize + center crop)"
+            )
+
+
 def folder_samples(root: Path, class_index: dict[str, int] | None) -> tuple[list[tuple[str, int]], int]:
     """(path, label) pairs of an ImageFolder and its class count, with a clear error when empty."""
     if not root.is_dir():
@@ -104,10 +142,31 @@ class EvalSource:
     num_classes: int
     base_targets: list[int]
     class_index: dict[str, int] | None = None
+    fingerprint: str = ""
 
     @property
     def on_the_fly(self) -> bool:
         return self.kind == "generated"
+
+    def check_sizes(self, indices: Sequence[int]) -> None:
+        """Without a resize step (32-px models), every selected clean image must already have the
+        model's input size: refuse before any cell runs instead of failing half-way."""
+        if isinstance(self.clean, ImageFiles):
+            check_image_sizes(self.clean, indices, self.input_size)
+
+    def check_cell(self, corruption: str, severity: int) -> None:
+        """That a released cell exists, so a run is refused before its first cell rather than mid-way."""
+        if isinstance(severity, bool) or not isinstance(severity, int) or not 1 <= severity <= 5:
+            raise DatasetError(f"severity must be an integer from 1 to 5, got {severity!r}")
+        if self.kind == "imagenet-c" and not (self.root / corruption / str(severity)).is_dir():
+            raise DatasetError(f"{self.root / corruption / str(severity)} is missing from the ImageNet-C tree")
+        if self.kind == "cifar10-c":
+            path = self.root / f"{corruption}.npy"
+            if not path.is_file():
+                raise DatasetError(f"CIFAR-10-C file {path} is missing")
+            rows = np.load(path, mmap_mode="r").shape[0]
+            if rows < 5 * len(self.base_targets):
+                raise DatasetError(f"{path} holds {rows} images, expected 5 severities × {len(self.base_targets)}")
 
     def subset(self, limit: int | None, seed: int) -> list[int]:
         """The fixed, class-balanced, seeded indices every cell evaluates."""
@@ -117,6 +176,7 @@ class EvalSource:
 
     def cell(self, corruption: str, severity: int) -> Dataset:
         """The released corrupted images of one cell (on-the-fly sources corrupt the clean set)."""
+        self.check_cell(corruption, severity)
         if self.on_the_fly:
             return self.clean
         if self.kind == "imagenet-c":
@@ -126,10 +186,7 @@ class EvalSource:
                 raise DatasetError(f"{folder} does not hold the same images as the other cells of {self.root}")
             crop = transforms.Compose([transforms.CenterCrop(self.input_size), transforms.PILToTensor()])
             return ImageFiles(samples, crop, self.input_size)
-        path = self.root / f"{corruption}.npy"
-        if not path.is_file():
-            raise DatasetError(f"CIFAR-10-C file {path} is missing")
-        images = np.load(path, mmap_mode="r")
+        images = np.load(self.root / f"{corruption}.npy", mmap_mode="r")
         return ArrayImages(images, np.asarray(self.base_targets), offset=(severity - 1) * len(self.base_targets))
 
 
@@ -146,19 +203,26 @@ def open_source(kind: str, root: str | Path, input_size: int, clean_root: str | 
 
     if kind == "generated":
         clean, count = clean_folder(root)
-        return EvalSource(kind, root, input_size, clean, count, clean.targets, class_index)
+        fingerprint = files_fingerprint(path for path, _ in clean.samples)
+        return EvalSource(kind, root, input_size, clean, count, clean.targets, class_index, fingerprint)
     clean = clean_folder(Path(clean_root))[0] if clean_root else None
+    clean_files = [path for path, _ in clean.samples] if clean else []
     if kind == "imagenet-c":
         cells = [root / name / str(s) for name in corruption_names("all") for s in range(1, 6)]
-        first = next((folder for folder in cells if folder.is_dir()), None)
-        if first is None:
+        present = [folder for folder in cells if folder.is_dir()]
+        if not present:
             raise DatasetError(f"{root} is not a released ImageNet-C tree: no <corruption>/<severity> folder "
                                "(layout <corruption>/<severity>/<wnid>/<image>)")
-        samples, count = folder_samples(first, class_index)
-        return EvalSource(kind, root, input_size, clean, count, [label for _, label in samples], class_index)
+        samples, count = folder_samples(present[0], class_index)
+        # the first cell's files and every cell folder (3.75 M files are too many to stat each run)
+        fingerprint = files_fingerprint([*clean_files, *(path for path, _ in samples), *present])
+        return EvalSource(kind, root, input_size, clean, count, [label for _, label in samples], class_index,
+                          fingerprint)
     labels_path = root / "labels.npy"
     if not labels_path.is_file():
         raise DatasetError(f"{root} is not a CIFAR-10-C folder: {labels_path} is missing")
     labels = np.load(labels_path)
     per_severity = len(labels) // 5
-    return EvalSource(kind, root, input_size, clean, int(labels.max()) + 1, labels[:per_severity].astype(int).tolist())
+    fingerprint = files_fingerprint([*clean_files, *sorted(root.glob("*.npy"))])
+    return EvalSource(kind, root, input_size, clean, int(labels.max()) + 1, labels[:per_severity].astype(int).tolist(),
+                      fingerprint=fingerprint)

@@ -1,5 +1,5 @@
 """Evaluation loops."""
 
-from .clean import Counts, evaluate_clean
+from .clean import evaluate_clean
 
-__all__ = ["Counts", "evaluate_clean"]
+__all__ = ["evaluate_clean"]

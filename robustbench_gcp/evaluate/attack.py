@@ -3,12 +3,12 @@
 A sample is robust at ε when it is classified correctly and survives the attack; the worst case
 counts it only when it survives every attack of the run. Each (attack, ε) cell stores its counts
 and the per-sample robust flags (so the worst case can be formed later), as soon as the attack
-is done for all its pending ε; rerunning skips finished cells.
+is done for all its pending ε; rerunning skips finished cells. Native attacks draw each
+(image, ε) random start from its own seed, so a cell does not depend on the other ε of a sweep.
 """
 
 from __future__ import annotations
 
-import hashlib
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,20 +18,29 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torch import nn
-from torch.utils.data import DataLoader, Subset
+from torch import Tensor, nn
 from tqdm import tqdm
 
-from .. import __version__
-from ..attacks import ATTACKS, AttackSettings, attack_spec, parse_epsilons, run_attack
-from ..corruptions.seeding import image_generators
+from ..attacks import AttackSettings, Epsilon, attack_spec, check_epsilons, run_attack
+from ..devices import effective_precision, prepare
+from ..distributed import DistContext, barrier, broadcast, init_distributed, sum_counts
 from ..models.zoo import file_sha256
-from ..results import DEFAULT_DB, Cell, ResultStore, Run, write_json
-from .clean import Counts, to_float_images
-from .common import EvaluationError, load_eval_model, open_checked_source, prepare
-from .distributed import DistContext, barrier, broadcast, init_distributed, sum_counts
-
-CLEAN = ("clean", "0")
+from ..results import DEFAULT_DB, Cell, write_json
+from ..rng import batch_seed, image_generators
+from ..summaries import CLEAN, pack_flags, summarize_attacks
+from ..version import __version__
+from .common import (
+    DEFAULT_WORKERS,
+    EvaluationError,
+    ImageBatches,
+    check_run_options,
+    count_cell,
+    data_identity,
+    load_eval_model,
+    open_checked_source,
+    open_store,
+    selected_indices,
+)
 
 
 @dataclass
@@ -41,44 +50,43 @@ class AttackEvalConfig:
     model: str
     data: Path
     attacks: Sequence[str]
-    eps: str  # comma-separated, fractions allowed: "0,1/255,2/255"
+    eps: Sequence[Epsilon]  # e.g. parse_epsilons("0,1/255,2/255")
     checkpoint: Path | None = None
     num_classes: int | None = None
     steps: int | None = None
     restarts: int = 1
     rel_stepsize: float | None = None
     backend: str = "native"
-    bf16: bool = False  # native attacks on CUDA only
+    precision: str = "fp32"  # bf16: native attacks under bf16 autocast, on CUDA only
     limit: int | None = None
     seed: int = 0
     batch_size: int = 128
-    workers: int = 4
+    workers: int = DEFAULT_WORKERS
     device: str | None = None
+    strict: bool = False
     class_index: Path | None = None
     db: Path = DEFAULT_DB
     json: Path | None = None
 
 
-def _check(config: AttackEvalConfig) -> list[tuple[str, float]]:
+def _check(config: AttackEvalConfig) -> list[Epsilon]:
+    if not config.attacks:
+        raise EvaluationError("--attacks selects no attack; pass e.g. linf-pgd,fgsm")
     for name in config.attacks:
         attack_spec(name)
-    if config.restarts < 1:
-        raise EvaluationError("--restarts must be at least 1")
-    return sorted(parse_epsilons(config.eps), key=lambda pair: pair[1])
+    eps = [Epsilon(*e) for e in config.eps]
+    check_epsilons(eps)
+    AttackSettings(steps=config.steps, restarts=config.restarts, rel_stepsize=config.rel_stepsize,
+                   backend=config.backend).check()
+    check_run_options(limit=config.limit, batch_size=config.batch_size, workers=config.workers,
+                      num_classes=config.num_classes, precision=config.precision, json=config.json)
+    return sorted(eps, key=lambda e: e.value)
 
 
-def _pack(flags: np.ndarray) -> bytes:
-    return np.packbits(flags.astype(bool)).tobytes()
-
-
-def _unpack(mask: bytes) -> np.ndarray:
-    """Flags back from ``_pack``; the padding bits are 0, so they never count as robust."""
-    return np.unpackbits(np.frombuffer(mask, dtype=np.uint8)).astype(bool)
-
-
-def _batch_seed(seed: int, attack: str, first_index: int) -> int:
-    """foolbox draws from torch's global RNG: seed it per batch, from the batch's first image."""
-    return int.from_bytes(hashlib.blake2b(f"{seed}/{attack}/{first_index}".encode(), digest_size=4).digest(), "little")
+def start_generators(seed: int, attack: str, eps: Sequence[Epsilon], index: Tensor,
+                     device: torch.device) -> list[torch.Generator]:
+    """One generator per (ε, image), ε-major, seeded by (run seed, image, attack, ε value)."""
+    return [g for e in eps for g in image_generators(seed, index.tolist(), f"{attack}@{e.value!r}", 0, device)]
 
 
 def _gather_flags(local: dict[int, np.ndarray], size: int, rows: int, ctx: DistContext) -> np.ndarray:
@@ -95,52 +103,55 @@ def _gather_flags(local: dict[int, np.ndarray], size: int, rows: int, ctx: DistC
 
 
 class _AttackRunner:
-    def __init__(self, config: AttackEvalConfig, model: nn.Module, dataset, indices: list[int], ctx: DistContext):
+    def __init__(self, config: AttackEvalConfig, model: nn.Module, dataset, indices: list[int], ctx: DistContext,
+                 precision: str):
         self.config, self.model, self.dataset, self.ctx = config, model, dataset, ctx
         self.indices = indices
         self.position = {index: p for p, index in enumerate(indices)}
         self.settings = AttackSettings(
             steps=config.steps, restarts=config.restarts, rel_stepsize=config.rel_stepsize, backend=config.backend,
-            autocast=config.bf16 and ctx.device.type == "cuda",
+            autocast=precision == "bf16",
         )
+        self.gradients_seen = False
         self.warned_gradients = False
 
-    def _batches(self):
-        mine = self.indices[self.ctx.rank :: self.ctx.world]
-        loader = DataLoader(Subset(self.dataset, mine), batch_size=self.config.batch_size,
-                            num_workers=self.config.workers, pin_memory=self.ctx.device.type == "cuda")
-        for images, labels, index, readable in loader:
-            yield to_float_images(images[readable], self.ctx.device), labels[readable].to(self.ctx.device), \
-                index[readable]
+    def _batches(self) -> ImageBatches:
+        c = self.config
+        return ImageBatches(self.dataset, self.indices, c.batch_size, c.workers, self.ctx, c.strict)
 
-    def _check_gradients(self, images: torch.Tensor, labels: torch.Tensor) -> None:
-        """RobustBench-style check: all-zero or non-finite input gradients hint at gradient masking."""
+    def _note_gradient(self, grad: Tensor) -> None:
+        """RobustBench-style check on the attack's own first-step gradients: all-zero or non-finite
+        input gradients hint at gradient masking."""
+        self.gradients_seen = True
         if self.warned_gradients:
             return
-        images = images.clone().requires_grad_(True)
-        (grad,) = torch.autograd.grad(F.cross_entropy(self.model(images), labels, reduction="sum"), images)
-        if not torch.isfinite(grad).all() or not grad.abs().sum(dim=(1, 2, 3)).gt(0).any():
+        if not torch.isfinite(grad).all() or not grad.abs().flatten(1).sum(1).gt(0).any():
             warnings.warn("input gradients of a batch are all zero or not finite: the model may mask gradients, "
                           "so gradient attacks can overstate robustness", stacklevel=2)
             self.warned_gradients = True
 
-    def clean(self, bar: tqdm) -> Cell:
-        counts = Counts()
-        with torch.no_grad():
-            for images, labels, _ in self._batches():
-                counts.add(self.model(images), labels)
-                bar.update(len(labels) * self.ctx.world)
-        return Cell(*CLEAN, *sum_counts([counts.n, counts.top1_errors, counts.top5_errors], self.ctx))
+    def _check_gradients(self, images: Tensor, labels: Tensor) -> None:
+        """For attacks that keep their gradients to themselves (foolbox): one extra pass, once a run."""
+        images = images.clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(F.cross_entropy(self.model(images), labels, reduction="sum"), images)
+        self._note_gradient(grad)
 
-    def attack(self, name: str, eps: list[tuple[str, float]], bar: tqdm) -> list[Cell]:
-        values = [value for _, value in eps]
+    def clean(self, bar: tqdm) -> Cell:
+        with torch.no_grad():
+            return count_cell(*CLEAN, self._batches(), lambda images, _: self.model(images), self.ctx, bar)
+
+    def attack(self, name: str, eps: list[Epsilon], bar: tqdm) -> list[Cell]:
+        values = [e.value for e in eps]
         robust_flags: dict[int, np.ndarray] = {}
         counts = np.zeros((len(eps), 3), dtype=np.int64)  # n, top-1 errors, top-5 errors
-        for images, labels, index in self._batches():
-            self._check_gradients(images, labels)
-            generators = image_generators(self.config.seed, index.tolist(), name, 0, self.ctx.device)
-            torch.manual_seed(_batch_seed(self.config.seed, name, int(index[0])))
-            adversarial = run_attack(name, self.model, images, labels, values, self.settings, generators)
+        batches = self._batches()
+        for images, labels, index in batches:
+            generators = start_generators(self.config.seed, name, eps, index, self.ctx.device)
+            torch.manual_seed(batch_seed(self.config.seed, name, int(index[0])))  # foolbox draws from the global RNG
+            adversarial = run_attack(name, self.model, images, labels, values, self.settings, generators,
+                                     on_gradient=self._note_gradient)
+            if not self.gradients_seen:
+                self._check_gradients(images, labels)
             with torch.no_grad():
                 clean_correct = self.model(images).argmax(1) == labels
                 logits = self.model(adversarial.flatten(0, 1)).float().view(len(values), len(labels), -1)
@@ -153,46 +164,22 @@ class _AttackRunner:
             robust_flags.update({self.position[int(i)]: robust[:, k] for k, i in enumerate(index)})
             bar.update(len(labels) * len(values) * self.ctx.world)
         totals = np.array([sum_counts(row.tolist(), self.ctx) for row in counts])
+        skipped = sum_counts([batches.skipped], self.ctx)[0]
         flags = _gather_flags(robust_flags, len(self.indices), len(values), self.ctx)
         return [
-            Cell(name, text, int(n), int(top1), int(top5), mask=_pack(flags[k]))
+            Cell(name, text, int(n), int(top1), int(top5), skipped, mask=pack_flags(flags[k]))
             for k, ((text, _), (n, top1, top5)) in enumerate(zip(eps, totals))
         ]
 
 
-def run_identity(config: AttackEvalConfig, dataset_size: int, checkpoint_sha256: str | None) -> dict:
+def run_identity(config: AttackEvalConfig, source, checkpoint_sha256: str | None, precision: str) -> dict:
+    """What makes two runs the same run: the attacks' own parameters are part of it; the list of
+    attacks and ε is not, so a run can be extended with more of either."""
     return {
         "model": config.model, "num_classes": config.num_classes, "checkpoint_sha256": checkpoint_sha256,
-        "dataset": str(Path(config.data).resolve()), "dataset_size": dataset_size, "limit": config.limit,
-        "seed": config.seed, "backend": config.backend, "steps": config.steps, "restarts": config.restarts,
-        "rel_stepsize": config.rel_stepsize, "precision": "bf16" if config.bf16 else "fp32", "version": __version__,
-    }
-
-
-def summarize_attacks(run: Run, cells: dict[tuple[str, str], Cell]) -> dict:
-    """The JSON summary of an attack run (percent; eps keys as given)."""
-    clean = cells.get(CLEAN)
-    n = clean.n if clean else 0
-    attacks = [a for a in ATTACKS if any(name == a for name, _ in cells)]
-    levels = sorted({level for name, level in cells if name != "clean"}, key=lambda t: parse_epsilons(t)[0][1])
-
-    def accuracy(cell: Cell) -> float:
-        return round(100 * (1 - cell.top1_errors / cell.n), 4) if cell.n else None
-
-    robust = {a: {lv: accuracy(cells[a, lv]) for lv in levels if (a, lv) in cells} for a in attacks}
-    worst = {}
-    for level in levels:
-        masks = [_unpack(cells[a, level].mask) for a in attacks if (a, level) in cells]
-        if masks and n:
-            worst[level] = round(100 * float(np.logical_and.reduce(masks).sum()) / n, 4)
-    return {
-        "model": run.model,
-        "checkpoint_sha256": run.config.get("checkpoint_sha256"),
-        "dataset": run.config.get("dataset"),
-        "n": n,
-        "clean_accuracy": accuracy(clean) if clean else None,
-        "robust_accuracy": robust,
-        "worst_case": worst,
+        **data_identity(source, config.data, None), "limit": config.limit, "seed": config.seed,
+        "backend": config.backend, "steps": config.steps, "restarts": config.restarts,
+        "rel_stepsize": config.rel_stepsize, "random_start": True, "precision": precision, "version": __version__,
     }
 
 
@@ -208,17 +195,18 @@ def evaluate_attacks(config: AttackEvalConfig, progress: bool = True) -> dict:
     """Run (or resume) an attack evaluation; returns the run summary (rank 0; others get {})."""
     eps = _check(config)
     ctx = init_distributed(config.device)
+    precision = effective_precision(config.precision, ctx.device)
     model = prepare(load_eval_model(config.model, config.num_classes, config.checkpoint, config.seed), ctx.device)
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     source = open_checked_source("generated", config.data, model, config.model, None, config.class_index)
+    indices = selected_indices(source, config.limit, config.seed)
     sha = file_sha256(config.checkpoint) if config.checkpoint else None
-    store = ResultStore(config.db) if ctx.is_main else None
-    run = store.run("attack", config.model, run_identity(config, len(source.base_targets), sha)) if store else None
+    store = open_store(config.db, ctx)
+    run = store.run("attack", config.model, run_identity(config, source, sha, precision)) if store else None
     done = broadcast(set(store.cells(run)) if store else None, ctx)
-    indices = source.subset(config.limit, config.seed)
-    runner = _AttackRunner(config, model, source.clean, indices, ctx)
-    todo = {name: [e for e in eps if (name, e[0]) not in done] for name in config.attacks}
+    runner = _AttackRunner(config, model, source.clean, indices, ctx, precision)
+    todo = {name: [e for e in eps if (name, e.text) not in done] for name in config.attacks}
     total = len(indices) * ((CLEAN not in done) + sum(len(v) for v in todo.values()))
     bar = tqdm(total=total, unit="img", disable=not (progress and ctx.is_main), desc="eval-attack", dynamic_ncols=True)
     if CLEAN not in done:

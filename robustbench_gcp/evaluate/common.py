@@ -1,19 +1,50 @@
-"""What the evaluation loops share: loading the model, checking it against the data."""
+"""What the evaluation loops share: checks before any cell runs, loading the model, opening and
+checking the data, the run identity's data part, sharded batches that count unreadable images,
+and the counting of one cell."""
 
 from __future__ import annotations
 
+import os
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import torch
-from torch import nn
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm import tqdm
 
-from ..data.sources import DatasetError, EvalSource, open_source, read_class_index
+from ..data.sources import DatasetError, EvalSource, class_index_digest, open_source, read_class_index
+from ..devices import PRECISIONS, to_float_images
+from ..distributed import DistContext, sum_counts
+from ..errors import Error
+from ..fileio import check_output_file
+from ..metrics import Counts
 from ..models import create_model
+from ..results import Cell, ResultStore
+
+DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
 
 
-class EvaluationError(ValueError):
+class EvaluationError(Error, ValueError):
     """An evaluation that cannot run as configured, with the fix in the message."""
+
+
+def check_run_options(*, limit: int | None, batch_size: int, workers: int, num_classes: int | None,
+                      precision: str, json: Path | None) -> None:
+    """The options both evaluations take, checked before anything is loaded or stored."""
+    if limit is not None and limit < 1:
+        raise EvaluationError(f"--limit {limit}: pass a positive number of images, or leave it out for all")
+    if batch_size < 1:
+        raise EvaluationError(f"--batch-size {batch_size}: pass a positive batch size")
+    if workers < 0:
+        raise EvaluationError(f"--workers {workers}: pass 0 (load in the main process) or more")
+    if num_classes is not None and num_classes < 1:
+        raise EvaluationError(f"--num-classes {num_classes}: pass a positive number of classes")
+    if precision not in PRECISIONS:
+        raise EvaluationError(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    if json is not None:
+        check_output_file(json, "--json")
 
 
 def load_eval_model(name: str, num_classes: int | None, checkpoint: Path | None, seed: int) -> nn.Module:
@@ -47,12 +78,67 @@ def open_checked_source(kind: str, data: Path, model: nn.Module, model_name: str
     return source
 
 
-def prepare(model: nn.Module, device: torch.device) -> nn.Module:
-    """The model on ``device``, channels_last on CUDA (faster convolutions there)."""
-    model = model.to(device)
-    return model.to(memory_format=torch.channels_last) if device.type == "cuda" else model
+def selected_indices(source: EvalSource, limit: int | None, seed: int) -> list[int]:
+    """The images every cell evaluates, checked for sizes the model can take."""
+    indices = source.subset(limit, seed)
+    try:
+        source.check_sizes(indices)
+    except DatasetError as error:
+        raise EvaluationError(str(error)) from None
+    return indices
 
 
-def as_model_input(batch: torch.Tensor) -> torch.Tensor:
-    """A batch in the memory format ``prepare`` gives the model: channels_last on CUDA."""
-    return batch.contiguous(memory_format=torch.channels_last) if batch.is_cuda else batch
+def data_identity(source: EvalSource, data: Path, clean_data: Path | None) -> dict:
+    """The data's part of a run identity: where, how many, which class mapping, at which size,
+    and a fingerprint that changes when the files change in place."""
+    return {
+        "dataset": str(Path(data).resolve()),
+        "dataset_size": len(source.base_targets),
+        "clean_data": str(Path(clean_data).resolve()) if clean_data else None,
+        "class_index_sha256": class_index_digest(source.class_index),
+        "input_size": source.input_size,
+        "fingerprint": source.fingerprint,
+    }
+
+
+def open_store(path: Path, ctx: DistContext) -> ResultStore | None:
+    """The results store on rank 0 (the only writer), opened once every check has passed."""
+    return ResultStore(path) if ctx.is_main else None
+
+
+class ImageBatches:
+    """This rank's share of ``indices`` in batches of float images on the device.
+
+    Unreadable images are dropped and counted in ``skipped`` (or refused with ``strict``); a
+    batch left empty is skipped.
+    """
+
+    def __init__(self, dataset: Dataset, indices: Sequence[int], batch_size: int, workers: int, ctx: DistContext,
+                 strict: bool) -> None:
+        self.dataset, self.ctx, self.strict = dataset, ctx, strict
+        self.loader = DataLoader(Subset(dataset, list(indices[ctx.rank :: ctx.world])), batch_size=batch_size,
+                                 num_workers=workers, pin_memory=ctx.device.type == "cuda")
+        self.skipped = 0
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+        for images, labels, index, readable in self.loader:
+            if not readable.all():
+                if self.strict:
+                    bad = index[~readable].tolist()
+                    paths = [self.dataset.samples[i][0] for i in bad] if hasattr(self.dataset, "samples") else bad
+                    raise EvaluationError(f"unreadable images: {paths[:3]} (drop --strict to skip and count them)")
+                self.skipped += int((~readable).sum())
+                images, labels, index = images[readable], labels[readable], index[readable]
+            if len(labels):
+                yield to_float_images(images, self.ctx.device), labels.to(self.ctx.device), index
+
+
+def count_cell(name: str, level: str, batches: ImageBatches, logits_of: Callable[[Tensor, Tensor], Tensor],
+               ctx: DistContext, bar: tqdm) -> Cell:
+    """Top-1/top-5 errors of ``logits_of(images, dataset indices)`` over all ranks' batches."""
+    counts = Counts()
+    for images, labels, index in batches:
+        counts.add(logits_of(images, index), labels)
+        bar.update(len(labels) * ctx.world)
+    n, top1, top5, skipped = sum_counts([counts.n, counts.top1_errors, counts.top5_errors, batches.skipped], ctx)
+    return Cell(name, level, n, top1, top5, skipped)

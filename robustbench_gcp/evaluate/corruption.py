@@ -2,32 +2,43 @@
 
 Each cell's counts go into the results store as soon as the cell is done, so rerunning the same
 command skips finished cells and an interruption loses at most the cell in flight. Per-image
-seeds make the numbers independent of batch size, device count and resume point.
+seeds make the numbers independent of batch size, device count and resume point. Every check
+runs before the first cell, so a refused configuration leaves the store as it was.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from .. import __version__
-from ..corruptions import corrupt, names
-from ..corruptions.seeding import image_generators
-from ..data.sources import EvalSource
-from ..metrics import mce, mean_error, relative_mce
+from ..corruptions import BACKENDS, PROTOCOLS, corrupt, names
+from ..corruptions.api import check_name
+from ..corruptions.params import MIN_SIZE
+from ..data.sources import DatasetError, EvalSource
+from ..devices import as_model_input, autocast, effective_precision, prepare
+from ..distributed import DistContext, barrier, broadcast, init_distributed
 from ..models.zoo import file_sha256
-from ..results import DEFAULT_DB, Cell, ResultStore, Run, write_json
-from .clean import Counts, to_float_images
-from .common import EvaluationError, as_model_input, load_eval_model, open_checked_source, prepare
-from .distributed import DistContext, barrier, broadcast, init_distributed, sum_counts
-
-CLEAN = ("clean", "0")
+from ..results import DEFAULT_DB, Cell, write_json
+from ..rng import image_generators
+from ..summaries import CLEAN, summarize_corruptions
+from ..version import __version__
+from .common import (
+    DEFAULT_WORKERS,
+    EvaluationError,
+    ImageBatches,
+    check_run_options,
+    count_cell,
+    data_identity,
+    load_eval_model,
+    open_checked_source,
+    open_store,
+    selected_indices,
+)
 
 
 @dataclass
@@ -39,21 +50,63 @@ class CorruptionEvalConfig:
     checkpoint: Path | None = None
     num_classes: int | None = None
     source: str = "generated"
-    protocol: str = "imagenet-c"
+    protocol: str | None = None  # None: the one that fits the model's input size (default_protocol)
     backend: str = "native"
     corruptions: Sequence[str] = field(default_factory=lambda: names("common"))
     severities: Sequence[int] = (1, 2, 3, 4, 5)
     limit: int | None = None
     seed: int = 0
     batch_size: int = 128
-    workers: int = 4
+    workers: int = DEFAULT_WORKERS
     device: str | None = None
-    autocast: bool = True  # bf16 on CUDA; the CPU always runs float32
+    precision: str = "bf16"  # bf16 autocast on CUDA; the CPU always runs float32
     strict: bool = False
     clean_data: Path | None = None
     class_index: Path | None = None
     db: Path = DEFAULT_DB
     json: Path | None = None
+
+
+def default_protocol(input_size: int) -> str:
+    """imagenet-c for 224-px models, cifar10-c for 32-px ones: the generators they were made for."""
+    return "imagenet-c" if input_size >= MIN_SIZE["imagenet-c"] else "cifar10-c"
+
+
+def _check(config: CorruptionEvalConfig) -> None:
+    if not config.corruptions:
+        raise EvaluationError("--corruptions selects no corruption; pass names (gaussian_noise,fog) or a subset "
+                              "(common, all, noise, ...)")
+    for name in config.corruptions:
+        check_name(name)
+    if not config.severities:
+        raise EvaluationError("--severities selects no severity; pass some of 1,2,3,4,5")
+    for severity in config.severities:
+        if isinstance(severity, bool) or not isinstance(severity, int) or not 1 <= severity <= 5:
+            raise EvaluationError(f"--severities: {severity!r} is not a severity; severities are 1 to 5")
+    if config.protocol is not None and config.protocol not in PROTOCOLS:
+        raise EvaluationError(f"--protocol {config.protocol!r}: choose one of {', '.join(PROTOCOLS)}")
+    if config.backend not in BACKENDS:
+        raise EvaluationError(f"--backend {config.backend!r}: choose one of {', '.join(BACKENDS)}")
+    if config.source == "generated" and config.backend == "reference" and config.protocol != "imagecorruptions":
+        raise EvaluationError("--backend reference runs the imagecorruptions package: use it with "
+                              "--protocol imagecorruptions")
+    check_run_options(limit=config.limit, batch_size=config.batch_size, workers=config.workers,
+                      num_classes=config.num_classes, precision=config.precision, json=config.json)
+
+
+def _check_source(config: CorruptionEvalConfig, source: EvalSource) -> None:
+    """What only the opened data and model can tell: cells present, images large enough for the protocol."""
+    try:
+        for name in config.corruptions:
+            for severity in config.severities:
+                source.check_cell(name, severity)
+    except DatasetError as error:
+        raise EvaluationError(str(error)) from None
+    if source.on_the_fly and source.input_size < MIN_SIZE[config.protocol]:
+        raise EvaluationError(
+            f"protocol {config.protocol!r} needs images of at least {MIN_SIZE[config.protocol]} px but "
+            f"{config.model} takes {source.input_size} px; pass --protocol cifar10-c for 32-px models"
+        )
 
 
 def run_identity(config: CorruptionEvalConfig, source: EvalSource, checkpoint_sha256: str | None,
@@ -64,9 +117,7 @@ def run_identity(config: CorruptionEvalConfig, source: EvalSource, checkpoint_sh
         "model": config.model,
         "num_classes": config.num_classes,
         "checkpoint_sha256": checkpoint_sha256,
-        "dataset": str(Path(config.data).resolve()),
-        "dataset_size": len(source.base_targets),
-        "clean_data": str(Path(config.clean_data).resolve()) if config.clean_data else None,
+        **data_identity(source, config.data, config.clean_data),
         "source": config.source,
         "protocol": config.protocol if on_the_fly else None,
         "backend": config.backend if on_the_fly else None,
@@ -82,87 +133,45 @@ class _CellRunner:
 
     def __init__(self, config: CorruptionEvalConfig, model: nn.Module, source: EvalSource, ctx: DistContext,
                  precision: str) -> None:
-        self.config, self.model, self.source, self.ctx = config, model, source, ctx
-        self.autocast = dict(device_type=ctx.device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
-
-    def _loader(self, dataset, indices: list[int]) -> DataLoader:
-        mine = indices[self.ctx.rank :: self.ctx.world]
-        return DataLoader(Subset(dataset, mine), batch_size=self.config.batch_size, num_workers=self.config.workers,
-                          pin_memory=self.ctx.device.type == "cuda", persistent_workers=False)
+        self.config, self.model, self.source, self.ctx, self.precision = config, model, source, ctx, precision
 
     @torch.inference_mode()
     def run(self, name: str, level: str, indices: list[int], bar: tqdm) -> Cell:
         severity = int(level)
         dataset = self.source.clean if name == "clean" else self.source.cell(name, severity)
-        if dataset is None:
-            raise EvaluationError("the clean error needs clean images: pass --clean-data with the clean val set")
-        counts, skipped = Counts(), 0
-        for images, labels, index, readable in self._loader(dataset, indices):
-            if not readable.all():
-                if self.config.strict:
-                    bad = index[~readable].tolist()
-                    paths = [dataset.samples[i][0] for i in bad] if hasattr(dataset, "samples") else bad
-                    raise EvaluationError(f"unreadable images: {paths[:3]} (drop --strict to skip and count them)")
-                skipped += int((~readable).sum())
-                images, labels, index = images[readable], labels[readable], index[readable]
-            batch = to_float_images(images, self.ctx.device)
-            if name != "clean" and self.source.on_the_fly:
-                generators = image_generators(self.config.seed, index.tolist(), name, severity, self.ctx.device)
-                batch = corrupt(batch, name, severity, protocol=self.config.protocol, backend=self.config.backend,
-                                generator=generators)
-            with torch.autocast(**self.autocast):
-                logits = self.model(as_model_input(batch))
-            counts.add(logits.float(), labels.to(self.ctx.device))
-            bar.update(len(labels) * self.ctx.world)
-        n, top1, top5, skipped = sum_counts([counts.n, counts.top1_errors, counts.top5_errors, skipped], self.ctx)
-        return Cell(name, level, n, top1, top5, skipped)
+        corrupting = name != "clean" and self.source.on_the_fly
+        config, device = self.config, self.ctx.device
 
+        def logits_of(images: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+            if corrupting:
+                generators = image_generators(config.seed, index.tolist(), name, severity, device)
+                images = corrupt(images, name, severity, protocol=config.protocol, backend=config.backend,
+                                 generator=generators)
+            with autocast(self.precision, device):
+                return self.model(as_model_input(images)).float()
 
-def summarize(run: Run, cells: dict[tuple[str, str], Cell], corruptions: Sequence[str]) -> dict:
-    """The JSON summary of a corruption run (percent; mCE fields null unless all 15×5 ran)."""
-    def rate(cell: Cell | None) -> float | None:
-        return round(100 * cell.top1_error, 4) if cell and cell.n else None
-
-    clean = cells.get(CLEAN)
-    errors = {
-        name: [rate(cells.get((name, str(s)))) for s in range(1, 6)]
-        for name in names("all") if name in corruptions or any(k[0] == name for k in cells)
-    }
-    fractions = {n: [None if e is None else e / 100 for e in v] for n, v in errors.items()}
-    complete = all(n in errors and None not in errors[n] for n in names("common"))
-    clean_error = rate(clean)
-    ran = [n for n in names("common") if n in errors and any(e is not None for e in errors[n])]
-    any_cell = next((c for c in cells.values()), None)
-    return {
-        "model": run.model,
-        "checkpoint_sha256": run.config.get("checkpoint_sha256"),
-        "dataset": run.config.get("dataset"),
-        "protocol": run.config.get("protocol") or run.config.get("source"),
-        "n": clean.n if clean else (any_cell.n if any_cell else 0),
-        "clean_error": clean_error,
-        "errors": errors,
-        "mCE": round(mce(fractions), 4) if complete else None,
-        "relative_mCE": round(relative_mce(fractions, clean_error / 100), 4) if complete and clean_error is not None
-        else None,
-        "mean_error": round(mean_error(fractions), 4) if ran else None,
-        "skipped_unreadable": sum(c.skipped for c in cells.values()),
-    }
+        batches = ImageBatches(dataset, indices, config.batch_size, config.workers, self.ctx, config.strict)
+        return count_cell(name, level, batches, logits_of, self.ctx, bar)
 
 
 def evaluate_corruptions(config: CorruptionEvalConfig, progress: bool = True) -> dict:
     """Run (or resume) a corruption evaluation; returns the run summary (rank 0; others get {})."""
+    _check(config)
     ctx = init_distributed(config.device)
-    precision = "bf16" if config.autocast and ctx.device.type == "cuda" else "fp32"
+    precision = effective_precision(config.precision, ctx.device)
     model = prepare(load_eval_model(config.model, config.num_classes, config.checkpoint, config.seed), ctx.device)
     source = open_checked_source(config.source, config.data, model, config.model, config.clean_data,
                                  config.class_index)
+    if config.protocol is None:
+        config = replace(config, protocol=default_protocol(source.input_size))
+    _check_source(config, source)
+    indices = selected_indices(source, config.limit, config.seed)
     sha = file_sha256(config.checkpoint) if config.checkpoint else None
     identity = run_identity(config, source, sha, precision)
-    store = ResultStore(config.db) if ctx.is_main else None
+    store = open_store(config.db, ctx)
     run = store.run("corruption", config.model, identity) if store else None
     wanted = [CLEAN] * (source.clean is not None) + [(c, str(s)) for c in config.corruptions for s in config.severities]
     pending = broadcast([cell for cell in wanted if cell not in store.cells(run)] if store else None, ctx)
-    indices = source.subset(config.limit, config.seed)
     runner = _CellRunner(config, model, source, ctx, precision)
     bar = tqdm(total=len(pending) * len(indices), unit="img", disable=not (progress and ctx.is_main),
                desc="eval-corruption", dynamic_ncols=True)
@@ -175,8 +184,7 @@ def evaluate_corruptions(config: CorruptionEvalConfig, progress: bool = True) ->
     bar.close()
     if not store:
         return {}
-    summary = summarize(run, store.cells(run), config.corruptions)
+    summary = summarize_corruptions(run, store.cells(run), config.corruptions)
     if config.json:
         write_json(config.json, summary)
     return summary
-

@@ -1,6 +1,7 @@
 """The model zoo: GAP and GCP backbones registered by name, and the released checkpoints."""
 
 from . import cifar_resnet, mobilenetv2, resnet, shufflenetv2  # noqa: F401  (register architectures)
+from .factory import create_model
 from .gcp import CovarianceSqrt, GCPHead, covariance, matrix_sqrt, representation_dim, upper_triangle
 from .normalize import Normalize
 from .registry import (
@@ -8,7 +9,6 @@ from .registry import (
     UnknownModelError,
     architecture_info,
     build_architecture,
-    create_model,
     list_models,
     register_model,
 )
@@ -21,6 +21,7 @@ from .zoo import (
     guess_architecture,
     list_checkpoints,
     load_checkpoint,
+    load_state,
     read_checkpoint,
 )
 
@@ -28,6 +29,6 @@ __all__ = [
     "ArchitectureInfo", "CHECKPOINTS", "CheckpointError", "CheckpointRecord", "CovarianceSqrt", "GCPHead",
     "LoadedCheckpoint", "Normalize", "UnknownModelError", "architecture_info", "build_architecture",
     "checkpoint_record", "covariance", "create_model", "guess_architecture", "list_checkpoints",
-    "list_models", "load_checkpoint", "matrix_sqrt", "read_checkpoint", "register_model",
+    "list_models", "load_checkpoint", "load_state", "matrix_sqrt", "read_checkpoint", "register_model",
     "representation_dim", "upper_triangle",
 ]

@@ -1,4 +1,4 @@
-"""Architectures registered by name: ``register_model``, ``create_model``, ``list_models``."""
+"""Architectures registered by name: ``register_model``, ``build_architecture``, ``list_models``."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import difflib
 import fnmatch
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from torch import nn
 
+from ..errors import Error
 from .normalize import IMAGENET_MEAN, IMAGENET_STD
 
 
@@ -33,7 +33,7 @@ _ARCHITECTURES: dict[str, ArchitectureInfo] = {}
 _ALIASES: dict[str, str] = {}
 
 
-class UnknownModelError(KeyError):
+class UnknownModelError(Error, KeyError):
     """A model name that is neither a registered architecture, an alias nor a checkpoint record."""
 
     def __str__(self) -> str:
@@ -99,28 +99,4 @@ def build_architecture(name: str, num_classes: int | None = None, **kwargs) -> n
     info = architecture_info(name)
     model = info.builder(num_classes=info.num_classes if num_classes is None else num_classes, **kwargs)
     model.architecture = info
-    return model
-
-
-def create_model(
-    name: str,
-    num_classes: int | None = None,
-    checkpoint: str | Path | None = None,
-    **kwargs,
-) -> nn.Module:
-    """Build an architecture or a released checkpoint's architecture, optionally loading weights.
-
-    ``name`` is an architecture (``resnet50_gcp``), an original constructor name
-    (``resnet50_mpncov``) or a checkpoint record (``ResNet50_GCP_LRnorm``). The model is
-    returned in eval mode when a checkpoint is loaded.
-    """
-    from .zoo import checkpoint_record, load_checkpoint
-
-    record = checkpoint_record(name)
-    model = build_architecture(record.architecture if record else name, num_classes, **kwargs)
-    if record:
-        model.checkpoint_record = record
-    if checkpoint is not None:
-        load_checkpoint(model, checkpoint)
-        model.eval()
     return model

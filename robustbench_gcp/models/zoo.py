@@ -10,13 +10,13 @@ from __future__ import annotations
 import fnmatch
 import functools
 import hashlib
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from ..errors import Error
 from .registry import architecture_info, build_architecture, list_models
 
 
@@ -35,7 +35,7 @@ class CheckpointRecord:
     dataset: str = "imagenet"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(Error, ValueError):
     """A checkpoint file that cannot be read, or that does not fit the model."""
 
 
@@ -142,7 +142,7 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
         raise CheckpointError(f"checkpoint {path}: no such file; pass the path of a downloaded .pth.tar/.th file")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:
+    except Exception as error:  # noqa: BLE001  (untrusted bytes: any failure to unpickle means "not a checkpoint")
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CheckpointError(
             f"checkpoint {path}: not a readable PyTorch checkpoint ({first_line}); "
@@ -151,9 +151,11 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     if not isinstance(payload, dict):
         raise CheckpointError(f"checkpoint {path}: holds a {type(payload).__name__}, expected a dict or state_dict")
     state = payload.get("state_dict", payload)
-    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+    if not isinstance(state, dict) or not state or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
         raise CheckpointError(
-            f"checkpoint {path}: no state_dict found (keys: {sorted(payload)[:8]}); "
+            f"checkpoint {path}: no state_dict of named tensors found (keys: {sorted(map(str, payload))[:8]}); "
             "expected the original format with a 'state_dict' entry or a bare state_dict"
         )
     if all(key.startswith("module.") for key in state):
@@ -204,29 +206,32 @@ def _describe_mismatch(model: nn.Module, state: dict[str, torch.Tensor]) -> str:
     ]
 
     def listing(label: str, items: list[str]) -> str:
-        more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
-        return f"\n  {label} ({len(items)}): {', '.join(items[:5])}{more}" if items else ""
+        more = f" (+{len(items) - 3} more)" if len(items) > 3 else ""
+        return f"{label} ({len(items)}): {', '.join(items[:3])}{more}" if items else ""
 
-    return listing("missing keys", missing) + listing("unexpected keys", unexpected) + listing(
-        "shape mismatches", shapes
-    )
+    return "; ".join(part for part in (listing("missing keys", missing), listing("unexpected keys", unexpected),
+                                       listing("shape mismatches", shapes)) if part)
+
+
+def load_state(model: nn.Module, state: dict[str, torch.Tensor], path: str | Path) -> None:
+    """Load a state_dict read from ``path`` into ``model`` (strict), with one clear line when it does not fit."""
+    mismatch = _describe_mismatch(model, state)
+    if mismatch:
+        target = getattr(getattr(model, "architecture", None), "name", type(model).__name__)
+        guess, share = guess_architecture(state)
+        raise CheckpointError(
+            f"checkpoint {path} does not fit architecture {target!r} ({mismatch}); "
+            f"the file most likely holds {guess!r} ({share:.0%} of its tensors match): use --model {guess}"
+            + (" with the right --num-classes" if share < 1 else "")
+        )
+    model.load_state_dict(state, strict=True)
 
 
 def load_checkpoint(model: nn.Module, path: str | Path) -> LoadedCheckpoint:
     """Load a checkpoint file into ``model`` (strict), with one clear error when it does not fit."""
     path = Path(path)
     state, payload = read_checkpoint(path)
-    mismatch = _describe_mismatch(model, state)
-    if mismatch:
-        target = getattr(getattr(model, "architecture", None), "name", type(model).__name__)
-        guess, share = guess_architecture(state)
-        raise CheckpointError(
-            f"checkpoint {path} does not fit architecture {target!r}:{mismatch}\n"
-            f"  the file most likely holds {guess!r} ({share:.0%} of its tensors match); "
-            f"use --model {guess}"
-            + (" with the right --num-classes" if share < 1 else "")
-        )
-    model.load_state_dict(state, strict=True)
+    load_state(model, state, path)
     best = payload.get("best_acc1", payload.get("best_prec1"))
     epoch = payload.get("epoch")
     return LoadedCheckpoint(

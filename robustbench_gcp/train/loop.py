@@ -9,6 +9,7 @@ Every epoch writes ``checkpoint.pth.tar`` in the original format (``epoch``, ``a
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -24,12 +25,13 @@ from tqdm import tqdm
 
 from ..data.builtin import write_builtin
 from ..data.folders import eval_transform
-from ..evaluate.clean import Counts, evaluate_clean, to_float_images
-from ..evaluate.common import as_model_input, prepare
-from ..evaluate.distributed import DistContext, init_distributed, sum_counts
+from ..devices import PRECISIONS, as_model_input, autocast, effective_precision, prepare, to_float_images
+from ..distributed import DistContext, init_distributed, sum_counts
+from ..evaluate.clean import evaluate_clean
 from ..fileio import atomic_write_text
-from ..models import architecture_info, checkpoint_record, create_model, read_checkpoint
-from .schedules import family, lr_at, recipe
+from ..metrics import Counts
+from ..models import architecture_info, checkpoint_record, create_model, load_state, read_checkpoint
+from .schedules import TrainError, family, lr_at, recipe
 
 
 @dataclass
@@ -47,9 +49,24 @@ class TrainConfig:
     out: Path = Path("runs/train")
     resume: Path | None = None
     device: str | None = None
-    workers: int = 4
+    workers: int = min(4, os.cpu_count() or 1)
     seed: int = 0
-    autocast: bool = True  # bf16 on CUDA
+    precision: str = "bf16"  # bf16 autocast on CUDA; the CPU always trains in float32
+
+
+def _check(config: TrainConfig) -> None:
+    """Zero is a value, not "use the recipe's": refuse what cannot train instead of replacing it."""
+    positive = {"--epochs": config.epochs, "--batch-size": config.batch_size, "--num-classes": config.num_classes}
+    for option, value in positive.items():
+        if value is not None and value < 1:
+            raise TrainError(f"{option} {value}: pass a positive number, or leave it out for the recipe's")
+    for option, value in {"--lr": config.lr, "--weight-decay": config.weight_decay}.items():
+        if value is not None and not value >= 0:
+            raise TrainError(f"{option} {value}: pass a value ≥ 0, or leave it out for the recipe's")
+    if config.workers < 0:
+        raise TrainError(f"--workers {config.workers}: pass 0 (load in the main process) or more")
+    if config.precision not in PRECISIONS:
+        raise TrainError(f"--precision {config.precision!r}: choose one of {', '.join(PRECISIONS)}")
 
 
 def _train_transform(arch: str, size: int) -> transforms.Compose:
@@ -69,8 +86,8 @@ def _datasets(config: TrainConfig, size: int) -> tuple[datasets.ImageFolder, dat
         write_builtin(root)
     for split in ("train", "val"):
         if not (root / split).is_dir():
-            raise FileNotFoundError(f"{root / split} does not exist; --data needs an ImageFolder root with train/ "
-                                    "and val/ (or 'builtin')")
+            raise TrainError(f"{root / split} does not exist; --data needs an ImageFolder root with train/ "
+                             "and val/ (or 'builtin')")
     arch = config.model
     return (datasets.ImageFolder(str(root / "train"), transform=_train_transform(arch, size)),
             datasets.ImageFolder(str(root / "val"), transform=eval_transform(size)))
@@ -94,11 +111,12 @@ class Trainer:
     """One training run, resumable from its checkpoint."""
 
     def __init__(self, config: TrainConfig) -> None:
+        _check(config)
         self.config = config
         self.ctx: DistContext = init_distributed(config.device)
         plan = recipe(config.model, config.lr_mode)
-        self.epochs = config.epochs or plan.epochs
-        self.batch_size = config.batch_size or plan.batch_size
+        self.epochs = plan.epochs if config.epochs is None else config.epochs
+        self.batch_size = plan.batch_size if config.batch_size is None else config.batch_size
         self.weight_decay = plan.weight_decay if config.weight_decay is None else config.weight_decay
         record = checkpoint_record(config.model)
         self.size = architecture_info(record.architecture if record else config.model).input_size
@@ -107,21 +125,20 @@ class Trainer:
         torch.manual_seed(config.seed)
         model = prepare(create_model(config.model, num_classes=classes), self.ctx.device)
         self.model = model
-        self.optimizer = torch.optim.SGD(model.parameters(), lr=config.lr or plan.lr, momentum=0.9,
-                                         weight_decay=self.weight_decay)
+        lr = plan.lr if config.lr is None else config.lr
+        self.optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=self.weight_decay)
         self.start_epoch, self.best = 0, 0.0
         if config.resume:
             self._resume(Path(config.resume))
         if self.ctx.world > 1:
             self.model = nn.parallel.DistributedDataParallel(model)
-        self.autocast = dict(device_type=self.ctx.device.type, dtype=torch.bfloat16,
-                             enabled=config.autocast and self.ctx.device.type == "cuda")
+        self.precision = effective_precision(config.precision, self.ctx.device)
         self.out = Path(config.out)
         self.out.mkdir(parents=True, exist_ok=True)
 
     def _resume(self, path: Path) -> None:
         state, payload = read_checkpoint(path)
-        self.model.load_state_dict(state)
+        load_state(self.model, state, path)
         if "optimizer" in payload:
             self.optimizer.load_state_dict(payload["optimizer"])
         self.start_epoch = int(payload.get("epoch", 0))
@@ -141,7 +158,7 @@ class Trainer:
                     group["lr"] = self._lr(epoch, i, len(loader))
             batch = as_model_input(to_float_images(images, self.ctx.device))
             labels = labels.to(self.ctx.device)
-            with torch.autocast(**self.autocast):
+            with autocast(self.precision, self.ctx.device):
                 logits = self.model(batch)
                 loss = F.cross_entropy(logits.float(), labels)
             self.optimizer.zero_grad(set_to_none=True)

@@ -17,7 +17,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ..errors import Error
 from ..models import architecture_info, checkpoint_record
+
+
+class TrainError(Error, ValueError):
+    """A training run that cannot start as configured, with the fix in the message."""
 
 LR_MODES = ("LRnorm", "LRfast", "LRadju", "cosine")
 
@@ -53,7 +58,7 @@ def family(arch: str) -> str:
 def recipe(arch: str, lr_mode: str) -> Recipe:
     """The original hyperparameters; ``cosine`` borrows LRnorm's lr, batch, weight decay and epochs."""
     if lr_mode not in LR_MODES:
-        raise ValueError(f"unknown lr mode {lr_mode!r}; choose one of {', '.join(LR_MODES)}")
+        raise TrainError(f"unknown lr mode {lr_mode!r}; choose one of {', '.join(LR_MODES)}")
     base = _RECIPES[family(arch)]["LRnorm" if lr_mode == "cosine" else lr_mode]
     return Recipe(base.lr, base.batch_size, base.weight_decay, base.epochs, per_iteration=lr_mode == "cosine"
                   or base.per_iteration)
@@ -71,7 +76,7 @@ def lr_at(arch: str, lr_mode: str, epoch: int, iteration: int = 0, iters_per_epo
     """Learning rate at (epoch, iteration) for an architecture and LR mode."""
     plan = recipe(arch, lr_mode)
     base = lr if lr is not None else plan.lr
-    total = epochs or plan.epochs
+    total = plan.epochs if epochs is None else epochs
     stretch = plan.epochs / total
     if plan.per_iteration:
         progress = (epoch + iteration / iters_per_epoch) / total  # fraction of training done

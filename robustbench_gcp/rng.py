@@ -1,18 +1,47 @@
-"""Random numbers for a batch of images, from one generator or one generator per image.
+"""Seeds and random draws shared by corruptions and attacks.
 
-One generator for the batch is fastest. One generator per image makes every image's
-corruption independent of the batch it is in, which the evaluators need so that results do not
-depend on batch size, device count or resume point.
+Every random number of an evaluation comes from a seed derived from (run seed, dataset index,
+what is drawn for), so an image's result depends on nothing else: not on batch size, device
+count, shard, resume point or which other cells run. ``Draws`` makes batched draws from one
+generator for the whole batch (fastest) or one generator per image (batch-independent).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import Tensor
 
 GeneratorArg = torch.Generator | Sequence[torch.Generator] | None
+
+
+def derived_seed(*parts: object) -> int:
+    """A 63-bit seed from ``parts``, stable across Python versions and machines (BLAKE2b, not ``hash``)."""
+    key = "/".join(str(part) for part in parts).encode()
+    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") >> 1
+
+
+def image_seed(run_seed: int, index: int, corruption: str, severity: int) -> int:
+    """The seed of one image in one (corruption, severity) cell, or one (attack, draw) purpose."""
+    return derived_seed(run_seed, index, corruption, severity)
+
+
+def image_generators(
+    run_seed: int, indices: Iterable[int], corruption: str, severity: int, device: torch.device | str = "cpu"
+) -> list[torch.Generator]:
+    """One seeded generator per image, on ``device`` (draws then happen where the batch is)."""
+    return [
+        torch.Generator(device=device).manual_seed(image_seed(run_seed, int(i), corruption, severity))
+        for i in indices
+    ]
+
+
+def batch_seed(seed: int, purpose: str, first_index: int) -> int:
+    """A 32-bit seed for code that draws from torch's global RNG (foolbox): one per batch."""
+    key = f"{seed}/{purpose}/{first_index}".encode()
+    return int.from_bytes(hashlib.blake2b(key, digest_size=4).digest(), "little")
 
 
 class Draws:
