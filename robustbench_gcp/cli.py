@@ -122,24 +122,36 @@ def _cmd_models(args: argparse.Namespace) -> None:
     print(catalog_table(entries, args.format))
 
 
+def _stored_number(value: object) -> float | None:
+    """A number stored in a checkpoint (a float, or a one-element tensor in older files)."""
+    try:
+        return round(float(value), 4)
+    except (TypeError, ValueError, RuntimeError):
+        return None
+
+
 def _cmd_checkpoint(args: argparse.Namespace) -> None:
     """Identify a checkpoint file and, with --model, prove that it loads into that model."""
     from .models import create_model, guess_architecture, read_checkpoint
     from .models.catalog import parameter_count
-    from .models.zoo import file_sha256
+    from .models.zoo import file_sha256, identify_record
 
     if args.num_classes is not None and args.num_classes < 1:
         raise UsageError(f"--num-classes {args.num_classes}: pass a positive number of classes")
     state, payload = read_checkpoint(args.path)
     guess, share = guess_architecture(state)
+    sha256 = file_sha256(args.path)
+    best = payload.get("best_acc1", payload.get("best_prec1"))
     summary = {
         "path": str(args.path),
-        "sha256": file_sha256(args.path),
+        "sha256": sha256,
         "tensors": len(state),
         "arch_in_file": payload.get("arch") if isinstance(payload.get("arch"), str) else None,
         "epoch": payload.get("epoch") if isinstance(payload.get("epoch"), int) else None,
+        "best_acc1_in_file": _stored_number(best),
         "likely_architecture": guess,
         "layout_match": round(share, 4),
+        **identify_record(Path(args.path).name, sha256),
     }
     if args.model:
         model = create_model(args.model, num_classes=args.num_classes, checkpoint=args.path)
@@ -173,11 +185,12 @@ def _cmd_eval_corruption(args: argparse.Namespace) -> None:
         severities=args.severities, limit=args.limit, seed=args.seed, batch_size=args.batch_size,
         workers=args.workers, device=args.device, precision=_precision(args, "no_autocast", "fp32"),
         strict=args.strict, clean_data=_path(args.clean_data), class_index=_path(args.class_index),
-        db=Path(args.db), json=_path(args.json),
+        db=Path(args.db), json=_path(args.json), name=args.name,
     )
     summary = evaluate_corruptions(config, progress=not args.quiet)
     if summary:
-        print(corruption_table(ResultStore(config.db), [config.model]))
+        store = ResultStore(config.db)
+        print(corruption_table(store, [store.get(summary["run_id"])]))
         if summary["skipped_unreadable"]:
             print(f"skipped {summary['skipped_unreadable']} unreadable images (use --strict to fail instead)")
 
@@ -193,10 +206,12 @@ def _cmd_eval_attack(args: argparse.Namespace) -> None:
         rel_stepsize=args.rel_stepsize, backend=args.backend, precision=_precision(args, "bf16", "bf16"),
         limit=args.limit, seed=args.seed, batch_size=args.batch_size, workers=args.workers, device=args.device,
         strict=args.strict, class_index=_path(args.class_index), db=Path(args.db), json=_path(args.json),
+        name=args.name,
     )
     summary = evaluate_attacks(config, progress=not args.quiet)
     if summary:
-        print(attack_tables(ResultStore(config.db), [config.model]))
+        store = ResultStore(config.db)
+        print(attack_tables(store, [store.get(summary["run_id"])]))
         if summary["skipped_unreadable"]:
             print(f"skipped {summary['skipped_unreadable']} unreadable images (use --strict to fail instead)")
 
@@ -226,7 +241,7 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     from .demo import DemoConfig, run_demo
 
     run_demo(DemoConfig(out=Path(args.out), data=_path(args.data), epochs=args.epochs, quick=args.quick,
-                        device=args.device, workers=args.workers), progress=not args.quiet)
+                        device=args.device, workers=args.workers, progress=not args.quiet))
 
 
 def _open_db(path: str):
@@ -237,17 +252,28 @@ def _open_db(path: str):
     return ResultStore(path)
 
 
+def _selected(store, kind: str, args: argparse.Namespace) -> list:
+    from .report import select_runs
+
+    return select_runs(store, kind, models=args.model, selectors=args.run, latest=args.latest)
+
+
 def _cmd_table(args: argparse.Namespace) -> None:
-    from .report import attack_tables, corruption_table
+    from .report import attack_tables, corruption_table, tidy_csv
 
     store = _open_db(args.db)
-    kinds = {run.kind for run in store.runs(models=args.model)}
-    if not kinds:
-        raise UsageError(f"no runs in {args.db}" + (f" for {', '.join(args.model)}" if args.model else ""))
-    if "corruption" in kinds:
-        print(corruption_table(store, args.model, args.format))
-    if "attack" in kinds:
-        print(attack_tables(store, args.model, args.format))
+    chosen = {kind: _selected(store, kind, args) for kind in ("corruption", "attack")}
+    if not any(chosen.values()):
+        raise UsageError(f"no runs in {args.db} match the selection; `gcp-robust runs --db {args.db}` lists them")
+    if args.format == "csv":
+        print(tidy_csv(store, chosen["corruption"] + chosen["attack"]), end="")
+        return
+    tables = []
+    if chosen["corruption"]:
+        tables.append(corruption_table(store, chosen["corruption"], args.format))
+    if chosen["attack"]:
+        tables.append(attack_tables(store, chosen["attack"], args.format))
+    print("\n\n".join(tables))
 
 
 def _cmd_plot(args: argparse.Namespace) -> None:
@@ -255,7 +281,24 @@ def _cmd_plot(args: argparse.Namespace) -> None:
 
     plot_path(args.out)  # refused before the database is read
     draw = plot_attacks if args.kind == "attack" else plot_corruptions
-    print(f"wrote {draw(_open_db(args.db), args.out, args.model)}")
+    store = _open_db(args.db)
+    print(f"wrote {draw(store, _selected(store, args.kind, args), args.out)}")
+
+
+def _cmd_runs(args: argparse.Namespace) -> None:
+    from .report import run_labels, runs_table
+
+    store = _open_db(args.db)
+    if args.delete:
+        for selector in args.delete:
+            for run in store.find(selector):
+                label = run_labels([run])[0]
+                print(f"deleted run {run.id} ({label}) and its {store.delete(run)} cells")
+        return
+    runs = store.runs(models=args.model)
+    if not runs:
+        raise UsageError(f"no runs in {args.db}" + (f" for {', '.join(args.model)}" if args.model else ""))
+    print(runs_table(store, runs))
 
 
 def _read_summary(path: str) -> object:
@@ -267,13 +310,36 @@ def _read_summary(path: str) -> object:
         raise UsageError(f"{path}: not a JSON run summary ({error})") from None
 
 
+def _stored_summary(store, selector: str) -> tuple[object, str]:
+    from .report import run_labels
+    from .summaries import summarize_attacks, summarize_corruptions
+
+    runs = store.find(selector)
+    if len(runs) > 1:
+        raise UsageError(f"--run {selector!r} names {len(runs)} runs ({', '.join(str(r.id) for r in runs)}); "
+                         "pass one id")
+    run = runs[0]
+    summary = (summarize_corruptions(run, store.cells(run), []) if run.kind == "corruption"
+               else summarize_attacks(run, store.cells(run)))
+    return summary, f"run {run.id} ({run_labels([run])[0]})"
+
+
 def _cmd_compare(args: argparse.Namespace) -> int:
     from .report import comparison_table
     from .summaries import compare
 
-    differences = compare(_read_summary(args.baseline), _read_summary(args.current),
-                          labels=(args.baseline, args.current))
-    print(comparison_table(differences, args.max_increase))
+    files = [f for f in (args.baseline, args.current) if f]
+    if args.run:
+        if files or len(args.run) != 2:
+            raise UsageError("compare takes two --json summaries, or --run BASELINE --run CURRENT from --db")
+        store = _open_db(args.db)
+        (baseline, first), (current, second) = (_stored_summary(store, s) for s in args.run)
+    elif len(files) == 2:
+        (baseline, first), (current, second) = ((_read_summary(f), f) for f in files)
+    else:
+        raise UsageError("compare takes two --json summaries, or --run BASELINE --run CURRENT from --db")
+    differences = compare(baseline, current, labels=(first, second))
+    print(comparison_table(differences, args.max_increase, (first, second)))
     worse = [d for d in differences if d.worse_by is not None and d.worse_by > args.max_increase]
     if worse:
         print(f"\n{len(worse)} metric(s) worse by more than {args.max_increase} points")
@@ -289,6 +355,13 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-classes", type=int, help="classifier size (default: the architecture's)")
 
 
+def _selection_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", default=DEFAULT_DB, help="results database")
+    parser.add_argument("--model", action="append", help="only runs of these models (repeatable)")
+    parser.add_argument("--run", action="append", help="only these runs: id or --name label (repeatable)")
+    parser.add_argument("--latest", action="store_true", help="only the newest run of each model")
+
+
 def _run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, help="a fixed, class-balanced, seeded subset of N images (default: all)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the subset and of every random draw")
@@ -298,6 +371,7 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strict", action="store_true", help="fail on unreadable images instead of skipping them")
     parser.add_argument("--db", default=DEFAULT_DB, help="results database (SQLite); reruns resume from it")
     parser.add_argument("--json", help="write the run summary here")
+    parser.add_argument("--name", help="a label for the run in tables, plots and --run (not part of its identity)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -376,7 +450,9 @@ def _eval_attack_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated, fractions allowed: 0,1/255,2/255,4/255")
     parser.add_argument("--steps", type=int, help="iterations (default: the attack's foolbox default)")
     parser.add_argument("--restarts", type=int, default=1, help="random restarts; the first success is kept")
-    parser.add_argument("--rel-stepsize", type=float, help="step size relative to eps (default: foolbox's)")
+    parser.add_argument("--rel-stepsize", type=float,
+                        help="step size relative to eps (default: 2.5 / --steps when --steps is given, so the "
+                        "attack can cross the eps-ball; foolbox's otherwise)")
     parser.add_argument("--backend", choices=ATTACK_BACKENDS, default="native",
                         help="native: batched PGD for linf-pgd/l2-pgd, foolbox for the others; foolbox: all")
     _run_options(parser)
@@ -416,22 +492,30 @@ def _demo_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _table_arguments(parser: argparse.ArgumentParser) -> None:
+    _selection_options(parser)
+    parser.add_argument("--format", choices=TABLE_FORMATS, default="github",
+                        help="table format; csv is one table with a row per number (run, metric, level, value)")
+
+
+def _runs_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", default=DEFAULT_DB, help="results database")
-    parser.add_argument("--model", action="append", help="only these models (repeatable)")
-    parser.add_argument("--format", choices=TABLE_FORMATS, default="github", help="table format")
+    parser.add_argument("--model", action="append", help="only runs of these models (repeatable)")
+    parser.add_argument("--delete", action="append", metavar="ID", help="remove this run and its cells (repeatable)")
 
 
 def _plot_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--db", default=DEFAULT_DB, help="results database")
-    parser.add_argument("--model", action="append", help="only these models (repeatable)")
+    _selection_options(parser)
     parser.add_argument("--out", required=True, help="image file (.png, .pdf or .svg; .png is added when none)")
     parser.add_argument("--kind", choices=("corruption", "attack"), default="corruption",
                         help="error vs severity (corruption) or robust accuracy vs eps (attack)")
 
 
 def _compare_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("baseline", help="a --json run summary")
-    parser.add_argument("current", help="a --json run summary of the same kind")
+    parser.add_argument("baseline", nargs="?", help="a --json run summary")
+    parser.add_argument("current", nargs="?", help="a --json run summary of the same kind")
+    parser.add_argument("--run", action="append", metavar="ID",
+                        help="compare stored runs instead: --run BASELINE --run CURRENT (id or --name)")
+    parser.add_argument("--db", default=DEFAULT_DB, help="results database, with --run")
     parser.add_argument("--max-increase", type=float, default=1.0,
                         help="largest tolerated worsening in percentage points")
 
@@ -460,6 +544,8 @@ COMMANDS = (
     _Command("table", "corruption (CE, mCE) and attack (robust accuracy) tables of stored runs", _table_arguments,
              _cmd_table),
     _Command("plot", "error vs severity, or robust accuracy vs eps, one line per run", _plot_arguments, _cmd_plot),
+    _Command("runs", "list the stored runs with their ids and identities, or --delete one", _runs_arguments,
+             _cmd_runs),
     _Command("compare", "regression table of two --json summaries (exit 1 if worse)", _compare_arguments,
              _cmd_compare),
 )
@@ -477,7 +563,7 @@ def build_parser(only: str | None = "") -> argparse.ArgumentParser:
                                   formatter_class=_Formatter)
         if full:
             command.arguments(sub)
-        sub.set_defaults(run=command.run)
+        sub.set_defaults(command_function=command.run)
     return parser
 
 
@@ -486,11 +572,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = build_parser().parse_known_args(argv)[0].command
     args = build_parser(command).parse_args(argv)
     try:
-        return args.run(args) or 0
+        status = args.command_function(args) or 0
+        sys.stdout.flush()
+        return status
+    except BrokenPipeError:  # the reader stopped (`gcp-robust table | head`): not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Error as error:
         message = str(error).replace("\n", " ")
     except OSError as error:
-        if error.filename is None or isinstance(error, BrokenPipeError):
+        if error.filename is None:
             raise
         message = f"{error.filename}: {error.strerror}"
     print(f"gcp-robust {args.command}: error: {message}", file=sys.stderr)

@@ -5,6 +5,8 @@ corruptions (generated, cifar10-c protocol) and under L∞ PGD, and print and pl
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,11 +15,23 @@ from .corruptions import names
 from .data.builtin import write_builtin
 from .evaluate.attack import AttackEvalConfig, evaluate_attacks
 from .evaluate.corruption import CorruptionEvalConfig, evaluate_corruptions
-from .report import attack_tables, corruption_table, plot_attacks, plot_corruptions, plot_learning_curves
+from .report import (
+    attack_tables,
+    corruption_table,
+    plot_attacks,
+    plot_corruptions,
+    plot_learning_curves,
+    select_runs,
+)
 from .results import ResultStore
 from .train import TrainConfig, train
 
 MODELS = ("cifar_resnet20_gap", "cifar_resnet20_gcp")
+ATTACK_IMAGES = 240
+# Each stage's share of a whole demo run on 2 CPU cores (measured), for the time estimate.
+TRAIN_SHARE = {"GAP": 0.18, "GCP": 0.31}
+CORRUPTION_SHARE = {"GAP": 0.11, "GCP": 0.17}
+ATTACK_SHARE = {"GAP": 0.10, "GCP": 0.13}
 
 
 @dataclass
@@ -28,9 +42,49 @@ class DemoConfig:
     quick: bool = False  # a reduced setting for tests: tiny data, 1 epoch, 2 severities, short attack
     device: str | None = None
     workers: int = 0
+    progress: bool = True
 
 
-def run_demo(config: DemoConfig, progress: bool = True) -> dict[str, Path]:
+def _stages(config: DemoConfig, data: Path, out: Path, db: Path) -> list[tuple[str, float, Callable[[], None]]]:
+    """(title, share of the whole run, work): shares measured on 2 CPU cores, for the estimate."""
+    epochs = 1 if config.quick else config.epochs
+    severities = [1, 5] if config.quick else [1, 3, 5]
+    classes = len([p for p in (data / "train").iterdir() if p.is_dir()])
+    stages = []
+    progress = config.progress
+    for model, head in zip(MODELS, ("GAP", "GCP")):
+        run_dir = out / "train" / model
+        final = run_dir / "checkpoint.pth.tar"  # the last epoch's weights: no model selection on the test split
+
+        def fit(model=model, run_dir=run_dir, final=final) -> None:
+            train(TrainConfig(model=model, data=str(data), lr_mode="LRfast", epochs=epochs, batch_size=128,
+                              out=run_dir, device=config.device, workers=config.workers,
+                              resume=final if final.exists() else None), progress=progress)
+
+        def corruptions(model=model, final=final) -> None:
+            evaluate_corruptions(CorruptionEvalConfig(
+                model=model, checkpoint=final, num_classes=classes, data=data / "val", protocol="cifar10-c",
+                corruptions=names("common"), severities=severities, batch_size=200, workers=config.workers,
+                device=config.device, db=db, json=out / f"{model}-corruptions.json"), progress=progress)
+
+        def attack(model=model, final=final) -> None:
+            evaluate_attacks(AttackEvalConfig(
+                model=model, checkpoint=final, num_classes=classes, data=data / "val", attacks=["linf-pgd"],
+                eps=parse_epsilons("0,1/255,2/255,4/255"), steps=3 if config.quick else 10,
+                limit=40 if config.quick else ATTACK_IMAGES, batch_size=200, workers=config.workers,
+                device=config.device, db=db, json=out / f"{model}-attack.json"), progress=progress)
+
+        stages += [(f"training {head} ResNet-20", TRAIN_SHARE[head], fit),
+                   (f"corruptions of {head} ResNet-20", CORRUPTION_SHARE[head], corruptions),
+                   (f"L-inf PGD-10 on {head} ResNet-20", ATTACK_SHARE[head], attack)]
+    return stages
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min"
+
+
+def run_demo(config: DemoConfig) -> dict[str, Path]:
     """Train, evaluate, print the GAP-vs-GCP tables; returns the paths of what it wrote."""
     out = Path(config.out)
     if config.data is None:
@@ -39,37 +93,30 @@ def run_demo(config: DemoConfig, progress: bool = True) -> dict[str, Path]:
     else:
         data = Path(config.data)
     db = out / "results.sqlite"
-    epochs = 1 if config.quick else config.epochs
-    severities = [1, 5] if config.quick else [1, 2, 3, 4, 5]
-    logs = []
-    for model in MODELS:
-        run_dir = out / "train" / model
-        checkpoint = run_dir / "checkpoint.pth.tar"
-        train(TrainConfig(model=model, data=str(data), lr_mode="LRfast", epochs=epochs, batch_size=128, out=run_dir,
-                          device=config.device, workers=config.workers,
-                          resume=checkpoint if checkpoint.exists() else None), progress=progress)
-        logs.append(run_dir / "log.jsonl")
-        classes = len([p for p in (data / "train").iterdir() if p.is_dir()])
-        best = run_dir / "model_best.pth.tar"
-        evaluate_corruptions(CorruptionEvalConfig(
-            model=model, checkpoint=best, num_classes=classes, data=data / "val", protocol="cifar10-c",
-            corruptions=names("common"), severities=severities, batch_size=200, workers=config.workers,
-            device=config.device, db=db, json=out / f"{model}-corruptions.json"), progress=progress)
-        evaluate_attacks(AttackEvalConfig(
-            model=model, checkpoint=best, num_classes=classes, data=data / "val", attacks=["linf-pgd"],
-            eps=parse_epsilons("0,1/255,2/255,4/255"), steps=3 if config.quick else 10, rel_stepsize=0.25,
-            limit=40 if config.quick else 400, batch_size=200, workers=config.workers, device=config.device, db=db,
-            json=out / f"{model}-attack.json"), progress=progress)
+    stages = _stages(config, data, out, db)
+    start, done_share = time.perf_counter(), 0.0
+    for number, (title, share, work) in enumerate(stages, start=1):
+        print(f"== {title} ({number}/{len(stages)})", flush=True)
+        work()
+        done_share += share
+        elapsed = time.perf_counter() - start
+        if number < len(stages):
+            left = elapsed / done_share * (1 - done_share)
+            print(f"   {_minutes(elapsed)} so far, about {_minutes(left)} left", flush=True)
     store = ResultStore(db)
-    print(corruption_table(store, list(MODELS)))
+    corruption_runs = select_runs(store, "corruption", models=MODELS, latest=True)
+    attack_runs = select_runs(store, "attack", models=MODELS, latest=True)
+    print(corruption_table(store, corruption_runs))
     print()
-    print(attack_tables(store, list(MODELS)))
+    print(attack_tables(store, attack_runs))
+    logs = [out / "train" / model / "log.jsonl" for model in MODELS]
     written = {
         "database": db,
-        "errors_plot": plot_corruptions(store, out / "errors_vs_severity.png", list(MODELS)),
-        "robustness_plot": plot_attacks(store, out / "robust_accuracy_vs_eps.png", list(MODELS)),
+        "errors_plot": plot_corruptions(store, corruption_runs, out / "errors_vs_severity.png"),
+        "robustness_plot": plot_attacks(store, attack_runs, out / "robust_accuracy_vs_eps.png"),
         "learning_curves": plot_learning_curves(logs, out / "learning_curves.png"),
     }
     for label, path in written.items():
         print(f"{label}: {path}")
+    print(f"demo finished in {_minutes(time.perf_counter() - start)}")
     return written

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Subset
-from tqdm import tqdm
 
 from .corruptions.api import IMAGENET_C_JPEG_QUALITY, check_name, check_options, corrupt_to_uint8, names
 from .corruptions.ops import quiet_torchvision_codecs
@@ -24,6 +23,7 @@ from .data.folders import DatasetError, eval_transform
 from .data.sources import ImageFiles, check_image_sizes, folder_samples
 from .errors import Error
 from .fileio import atomic_write_bytes
+from .progress import progress_bar
 from .rng import image_generators
 
 DEFAULT_SIZE = {"imagenet-c": 224, "imagecorruptions": 224, "cifar10-c": 32}
@@ -112,7 +112,7 @@ def export_corrupted_folder(config: ExportConfig, progress: bool = True) -> Expo
     relative = relative_targets(root, [path for path, _ in samples], config.protocol)
     summary = ExportSummary()
     cells = [(c, s) for c in config.corruptions for s in config.severities]
-    bar = tqdm(total=len(cells) * len(dataset), unit="img", disable=not progress, desc="corrupt")
+    bar = progress_bar(len(cells) * len(dataset), "corrupt", progress)
     for corruption, severity in cells:
         targets = [config.out / corruption / str(severity) / path for path in relative]
         pending = [i for i, target in enumerate(targets) if not target.exists()]

@@ -25,6 +25,7 @@ _COLUMNS = {
     "runs": ["id", "key", "kind", "model", "config", "created"],
     "cells": ["run_id", "name", "level", "n", "top1_errors", "top5_errors", "skipped", "mask"],
 }
+_ADDED_COLUMNS = {"runs": ["name"]}  # columns newer versions add to an existing database
 
 
 class ResultsError(Error, ValueError):
@@ -37,7 +38,8 @@ CREATE TABLE IF NOT EXISTS runs (
     kind TEXT NOT NULL,
     model TEXT NOT NULL,
     config TEXT NOT NULL,
-    created TEXT NOT NULL DEFAULT (datetime('now'))
+    created TEXT NOT NULL DEFAULT (datetime('now')),
+    name TEXT
 );
 CREATE TABLE IF NOT EXISTS cells (
     run_id INTEGER NOT NULL REFERENCES runs(id),
@@ -76,6 +78,8 @@ class Run:
     kind: str
     model: str
     config: dict
+    name: str | None = None  # the user's --name label
+    created: str = ""
 
 
 def run_key(config: Mapping) -> str:
@@ -100,6 +104,11 @@ class ResultStore:
         try:
             with self._connect() as db:
                 db.executescript(_SCHEMA)
+                for table, added in _ADDED_COLUMNS.items():
+                    present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+                    for column in added:
+                        if column not in present:
+                            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT")
         except sqlite3.OperationalError as error:
             raise ResultsError(f"--db {self.path}: cannot write to it ({error}); pass a writable path") from None
 
@@ -115,7 +124,8 @@ class ResultStore:
         except sqlite3.DatabaseError as error:
             raise ResultsError(f"--db {self.path} is not an SQLite results database ({error}); "
                                "pass a new file name or a database written by gcp-robust") from None
-        ours = {name: cols for name, cols in columns.items() if name in _COLUMNS}
+        ours = {name: [c for c in cols if c not in _ADDED_COLUMNS.get(name, ())]
+                for name, cols in columns.items() if name in _COLUMNS}
         if columns and (set(ours) != set(_COLUMNS) or any(ours[n] != _COLUMNS[n] for n in ours)):
             raise ResultsError(f"--db {self.path} is another application's database (tables: "
                                f"{', '.join(sorted(columns))}); pass a new file name or one written by gcp-robust")
@@ -131,24 +141,48 @@ class ResultStore:
         finally:
             db.close()
 
-    def run(self, kind: str, model: str, config: Mapping) -> Run:
-        """The run with this configuration, created when it does not exist yet."""
+    def run(self, kind: str, model: str, config: Mapping, name: str | None = None) -> Run:
+        """The run with this configuration, created when it does not exist yet; ``name`` labels it
+        (a label, not part of the identity: naming a run again renames it)."""
         key = run_key({"kind": kind, **config})
         text = json.dumps(config, sort_keys=True)
         with self._connect() as db:
             db.execute("INSERT OR IGNORE INTO runs (key, kind, model, config) VALUES (?, ?, ?, ?)",
                        (key, kind, model, text))
+            if name:
+                db.execute("UPDATE runs SET name = ? WHERE key = ?", (name, key))
             (run_id,) = db.execute("SELECT id FROM runs WHERE key = ?", (key,)).fetchone()
-        return Run(run_id, kind, model, dict(config))
+        return self.get(run_id)
 
     def runs(self, kind: str | None = None, models: list[str] | None = None) -> list[Run]:
-        query, args = "SELECT id, kind, model, config FROM runs", []
+        """Stored runs, oldest first, optionally of one kind and of some models."""
+        query, args = "SELECT id, kind, model, config, name, created FROM runs", []
         if kind:
             query, args = query + " WHERE kind = ?", [kind]
         with self._connect() as db:
             rows = db.execute(query + " ORDER BY id", args).fetchall()
-        found = [Run(i, k, m, json.loads(c)) for i, k, m, c in rows]
+        found = [Run(i, k, m, json.loads(c), n, t) for i, k, m, c, n, t in rows]
         return [r for r in found if not models or r.model in models]
+
+    def get(self, run_id: int) -> Run:
+        found = [r for r in self.runs() if r.id == run_id]
+        if not found:
+            raise ResultsError(f"{self.path} has no run {run_id}; `gcp-robust runs` lists them")
+        return found[0]
+
+    def find(self, selector: str) -> list[Run]:
+        """Runs by id or by --name label (several runs may share a label)."""
+        found = [r for r in self.runs() if str(r.id) == selector or r.name == selector]
+        if not found:
+            raise ResultsError(f"{self.path} has no run with id or name {selector!r}; `gcp-robust runs` lists them")
+        return found
+
+    def delete(self, run: Run) -> int:
+        """Remove a run and its cells; returns the number of cells removed."""
+        with self._connect() as db:
+            removed = db.execute("DELETE FROM cells WHERE run_id = ?", (run.id,)).rowcount
+            db.execute("DELETE FROM runs WHERE id = ?", (run.id,))
+        return removed
 
     def add_cell(self, run: Run, cell: Cell) -> None:
         """Store a finished cell (replacing an older result of the same cell)."""

@@ -45,8 +45,15 @@ def _skipped(run: Run, cells: Mapping[tuple[str, str], Cell]) -> int:
     return sum(counts) if run.kind == "corruption" and run.config.get("source") != "generated" else max(counts)
 
 
+def is_imagenet_run(run: Run) -> bool:
+    """A run on ImageNet-sized data (224 px, 1000 classes): the only data that AlexNet-normalised
+    metrics (CE, mCE, relative mCE) mean something on. Runs stored without these facts count as one."""
+    return run.config.get("input_size", 224) >= 224 and run.config.get("model_classes", 1000) == 1000
+
+
 def summarize_corruptions(run: Run, cells: Mapping[tuple[str, str], Cell], corruptions: Sequence[str]) -> dict:
-    """The JSON summary of a corruption run (percent; mCE fields null unless all 15×5 ran)."""
+    """The JSON summary of a corruption run (percent; mCE fields null unless all 15×5 ran on
+    ImageNet-sized data)."""
     def rate(cell: Cell | None) -> float | None:
         return round(100 * cell.top1_error, 4) if cell and cell.n else None
 
@@ -56,7 +63,7 @@ def summarize_corruptions(run: Run, cells: Mapping[tuple[str, str], Cell], corru
         for name in names("all") if name in corruptions or any(k[0] == name for k in cells)
     }
     fractions = {n: [None if e is None else e / 100 for e in v] for n, v in errors.items()}
-    complete = all(n in errors and None not in errors[n] for n in names("common"))
+    complete = is_imagenet_run(run) and all(n in errors and None not in errors[n] for n in names("common"))
     clean_error = rate(clean)
     ran = [n for n in names("common") if n in errors and any(e is not None for e in errors[n])]
     any_cell = next((c for c in cells.values()), None)
@@ -183,6 +190,8 @@ def compare(baseline: object, current: object, labels: tuple[str, str] = ("basel
     for metric in [*before, *(m for m in after if m not in before)]:
         old, direction = before.get(metric, (None, +1))
         new, direction = after.get(metric, (None, direction))
+        if old is None and new is None:  # a cell neither run has (a severity not run, mCE of a partial run)
+            continue
         worse = direction * (new - old) if old is not None and new is not None else None
         rows.append(Difference(metric, old, new, worse))
     return rows

@@ -70,3 +70,27 @@ def cifar_photos() -> torch.Tensor:
     root = shared_path("cifar10_test_jpg/test")
     paths = [p for folder in sorted(root.iterdir()) for p in sorted(folder.glob("*.jpg"))[:4]]
     return _load_images(paths, None)
+
+
+class CliResult:
+    """What a CLI call left: exit status, stdout, stderr (the fields of subprocess.CompletedProcess)."""
+
+    def __init__(self, returncode: int, stdout: str, stderr: str) -> None:
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def run_cli_in_process(*args: str) -> CliResult:
+    """``gcp-robust ARGS`` through the real entry point, in this process: the same parsing, errors
+    and exit codes as a subprocess, without paying torch's import for every call."""
+    import contextlib
+    import io
+
+    from robustbench_gcp.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    return CliResult(code, out.getvalue(), err.getvalue())

@@ -1,5 +1,8 @@
-"""Every bad input is one line on stderr, exit status 2, no traceback, and nothing written:
-the CLI run as a user runs it, a real subprocess."""
+"""Every bad input is one line on stderr, exit status 2, no traceback, and nothing written.
+
+Most calls go through the real entry point in this process (``run_cli_in_process``: the same
+parsing, errors and exit codes); a few run it as a subprocess, as a user does, to show that the
+process itself prints one line and exits 2."""
 
 from __future__ import annotations
 
@@ -13,14 +16,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_cli_in_process as cli
 
 
-def cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+def cli_subprocess(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "robustbench_gcp.cli", *args], capture_output=True, text=True,
                           timeout=timeout)
 
 
-def refused(result: subprocess.CompletedProcess, *phrases: str) -> None:
+def refused(result, *phrases: str) -> None:
     """Exit 2, one line on stderr that says what is wrong, no traceback."""
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
@@ -47,7 +51,7 @@ def test_checkpoint_that_is_not_one(tmp_path, content):
         path.write_bytes(content)
     else:
         torch.save({"state_dict": {1: torch.zeros(2), 2: torch.ones(2)}}, path)
-    refused(cli("checkpoint", str(path)), str(path))
+    refused(cli_subprocess("checkpoint", str(path)), str(path))
     refused(cli("checkpoint", str(path), "--model", "cifar_resnet20_gap"), str(path))
 
 
@@ -59,7 +63,7 @@ def test_db_that_is_a_directory_or_not_sqlite(tmp_path, eval_args):
     text = tmp_path / "notes.sqlite"
     text.write_text("not a database at all, just some notes that happen to be long enough\n" * 20)
     before = snapshot(text)
-    refused(cli(*eval_args, "--db", str(text)), "not an SQLite results database")
+    refused(cli_subprocess(*eval_args, "--db", str(text)), "not an SQLite results database")
     assert snapshot(text) == before
 
 

@@ -72,7 +72,7 @@ def test_run_properties_resume_and_json(tmp_path, cifar_test_dir, resnet20_file)
     assert cells(tmp_path / "resumed.sqlite") == cells(tmp_path / "once.sqlite")
 
     assert set(summary) == {"model", "checkpoint_sha256", "dataset", "n", "clean_accuracy", "robust_accuracy",
-                            "worst_case", "skipped_unreadable"}
+                            "worst_case", "skipped_unreadable", "run_id"}
     robust, worst = summary["robust_accuracy"], summary["worst_case"]
     assert summary["n"] == 100 and list(robust["linf-pgd"]) == ["0", "1/255", "4/255"]
     for by_eps in robust.values():
@@ -110,7 +110,8 @@ def test_cli_table_and_plot(tmp_path, cifar_test_dir, resnet20_file):
          "--eps", "0,2/255", "--steps", "3", "--limit", "40", "--workers", "0", "--quiet", "--db", str(db),
          "--json", str(tmp_path / "s.json")], capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr
-    assert "worst case over attacks" in run.stdout and "eps 2/255" in run.stdout
+    assert "linf-pgd (robust accuracy %)" in run.stdout and "eps 2/255" in run.stdout
+    assert "worst case over attacks" not in run.stdout  # one attack: its own block is the worst case
     assert json.loads((tmp_path / "s.json").read_text())["n"] == 40
     plot = subprocess.run([sys.executable, "-m", "robustbench_gcp.cli", "plot", "--kind", "attack", "--db", str(db),
                            "--out", str(tmp_path / "attack.png")], capture_output=True, text=True, timeout=300)

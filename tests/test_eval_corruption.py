@@ -109,10 +109,11 @@ def test_table_and_plot_show_gap_next_to_gcp(tmp_path, cifar_test_dir, resnet20_
     evaluate_corruptions(CorruptionEvalConfig(model="cifar_resnet20_gcp", **common), progress=False)
     evaluate_corruptions(CorruptionEvalConfig(model="CIFAR10_ResNet20_GAP", checkpoint=resnet20_file, **common),
                          progress=False)
-    table = cli("table", "--db", str(db), "--format", "csv")
+    table = cli("table", "--db", str(db))
     assert table.returncode == 0, table.stderr
-    header = table.stdout.splitlines()[0].split(",")
-    assert header == ["metric", "CIFAR10_ResNet20_GAP", "cifar_resnet20_gcp"]
+    header = [cell.strip() for cell in table.stdout.splitlines()[0].strip("|").split("|")]
+    assert header == ["metric", "CIFAR10_ResNet20_GAP · cifar10-c · n=50", "cifar_resnet20_gcp · cifar10-c · n=50"]
+    assert "(CE)" not in table.stdout and "mCE" not in table.stdout  # AlexNet-normalised: ImageNet only
     plot = cli("plot", "--db", str(db), "--out", str(tmp_path / "errors.png"))
     assert plot.returncode == 0 and (tmp_path / "errors.png").stat().st_size > 10_000
 

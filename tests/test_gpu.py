@@ -72,6 +72,6 @@ def test_native_pgd_runs_in_bf16_on_cuda():
     labels = model(images).argmax(1)
     adversarial = run_attack("linf-pgd", model, images, labels, [0.0, 4 / 255],
                              AttackSettings(steps=3, autocast=True),
-                             [torch.Generator(device="cuda").manual_seed(i) for i in range(8)])
+                             [torch.Generator(device="cuda").manual_seed(i) for i in range(16)])
     assert adversarial.shape == (2, 8, 3, 32, 32) and torch.equal(adversarial[0], images)
     assert (adversarial[1] - images).abs().max() <= 4 / 255 + 1e-6

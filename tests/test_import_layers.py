@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "robustbench_gcp"
 # Lower layers first; a module may import its own unit and any unit of a lower layer.
 LAYERS = [
     {"errors", "version"},
-    {"fileio", "rng", "devices", "distributed"},
+    {"fileio", "rng", "devices", "distributed", "progress"},
     {"models", "corruptions", "attacks"},
     {"data"},
     {"metrics", "results"},

@@ -61,7 +61,8 @@ def test_data_changed_in_place_is_a_new_run(tmp_path, cifar_test_dir, resnet20_f
     assert len(ResultStore(config.db).runs()) == 1  # unchanged data: the run resumes
     victim = next((data / "cat").glob("*.jpg"))
     victim.write_bytes((next((data / "dog").glob("*.jpg"))).read_bytes())
-    evaluate_corruptions(config, progress=False)
+    with pytest.warns(UserWarning, match="changed since run 1"):
+        evaluate_corruptions(config, progress=False)
     assert len(ResultStore(config.db).runs()) == 2
 
 

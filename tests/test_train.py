@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -95,9 +96,18 @@ def test_two_gloo_processes_train(tiny_data, tmp_path):
 
 def test_demo_runs_end_to_end(tmp_path):
     pytest.importorskip("skimage")
-    result = subprocess.run([sys.executable, "-m", "robustbench_gcp.cli", "demo", "--quick", "--quiet", "--out",
+    result = subprocess.run([sys.executable, "-m", "robustbench_gcp.cli", "demo", "--quick", "--out",
                              str(tmp_path / "demo")], capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "cifar_resnet20_gap" in result.stdout and "worst case over attacks" in result.stdout
+    assert "cifar_resnet20_gap" in result.stdout and "linf-pgd (robust accuracy %)" in result.stdout
+    assert "== training GAP ResNet-20 (1/6)" in result.stdout and "left" in result.stdout
+    # no ImageNet-normalised numbers on the built-in photos, and a log without carriage returns
+    assert "(CE)" not in result.stdout and "mCE" not in result.stdout and "mean error (%)" in result.stdout
+    assert "\r" not in result.stdout + result.stderr and "eval-corruption: " in result.stderr
+    # the reported models are the final checkpoints, not the best-validation ones
+    summary = json.loads((tmp_path / "demo" / "cifar_resnet20_gap-corruptions.json").read_text())
+    checkpoint = tmp_path / "demo" / "train" / "cifar_resnet20_gap" / "checkpoint.pth.tar"
+
+    assert summary["checkpoint_sha256"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
     for name in ("results.sqlite", "errors_vs_severity.png", "robust_accuracy_vs_eps.png", "learning_curves.png"):
         assert (tmp_path / "demo" / name).stat().st_size > 1000, name

@@ -17,6 +17,7 @@ from ..rng import GeneratorArg
 from .native import pgd
 
 BACKENDS = ("foolbox", "native")
+MADRY_TRAVEL = 2.5  # steps × step size in units of ε: PGD can travel 2.5 ε (Madry et al., 2018)
 
 
 class AttackError(Error, ValueError):
@@ -77,7 +78,22 @@ class AttackSettings:
         return spec.default_steps if self.steps is None else self.steps
 
     def rel_stepsize_of(self, spec: AttackSpec) -> float | None:
-        return spec.default_rel_stepsize if self.rel_stepsize is None else self.rel_stepsize
+        """The step size relative to ε: as given; else, when ``steps`` is given, Madry et al.'s
+        2.5 / steps, so the attack can cross the ε-ball whatever the number of steps; else foolbox's
+        default (tuned for its default steps)."""
+        if self.rel_stepsize is not None:
+            return self.rel_stepsize
+        if spec.default_rel_stepsize is not None and self.steps:
+            return MADRY_TRAVEL / self.steps
+        return spec.default_rel_stepsize
+
+    def short_reach(self, spec: AttackSpec) -> float | None:
+        """steps × step size (in ε) when it is below 1, the attack then cannot cross the ε-ball."""
+        steps, rel = self.steps_of(spec), self.rel_stepsize_of(spec)
+        if steps is None or rel is None:
+            return None
+        reach = steps * rel
+        return reach if reach < 1 else None
 
 
 def attack_spec(name: str) -> AttackSpec:

@@ -19,12 +19,12 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from ..attacks import AttackSettings, Epsilon, attack_spec, check_epsilons, run_attack
 from ..devices import effective_precision, prepare
 from ..distributed import DistContext, barrier, broadcast, init_distributed, sum_counts
 from ..models.zoo import file_sha256
+from ..progress import Progress, progress_bar
 from ..results import DEFAULT_DB, Cell, write_json
 from ..rng import batch_seed, image_generators
 from ..summaries import CLEAN, pack_flags, summarize_attacks
@@ -40,6 +40,7 @@ from .common import (
     open_checked_source,
     open_store,
     selected_indices,
+    start_run,
 )
 
 
@@ -67,6 +68,7 @@ class AttackEvalConfig:
     class_index: Path | None = None
     db: Path = DEFAULT_DB
     json: Path | None = None
+    name: str | None = None  # a label for tables and --run; not part of the run's identity
 
 
 def _check(config: AttackEvalConfig) -> list[Epsilon]:
@@ -76,8 +78,16 @@ def _check(config: AttackEvalConfig) -> list[Epsilon]:
         attack_spec(name)
     eps = [Epsilon(*e) for e in config.eps]
     check_epsilons(eps)
-    AttackSettings(steps=config.steps, restarts=config.restarts, rel_stepsize=config.rel_stepsize,
-                   backend=config.backend).check()
+    settings = AttackSettings(steps=config.steps, restarts=config.restarts, rel_stepsize=config.rel_stepsize,
+                              backend=config.backend)
+    settings.check()
+    for name in config.attacks:
+        reach = settings.short_reach(attack_spec(name)) if config.rel_stepsize is not None else None
+        if reach is not None:
+            warnings.warn(f"{name}: --steps {settings.steps_of(attack_spec(name))} × --rel-stepsize "
+                          f"{config.rel_stepsize:g} = {reach:.2f}: the attack travels at most {reach:.2f} ε from its "
+                          "start, so it can stay far inside the ε-ball and overstate robustness; leave out "
+                          "--rel-stepsize for 2.5 / steps", stacklevel=3)
     check_run_options(limit=config.limit, batch_size=config.batch_size, workers=config.workers,
                       num_classes=config.num_classes, precision=config.precision, json=config.json)
     return sorted(eps, key=lambda e: e.value)
@@ -136,11 +146,11 @@ class _AttackRunner:
         (grad,) = torch.autograd.grad(F.cross_entropy(self.model(images), labels, reduction="sum"), images)
         self._note_gradient(grad)
 
-    def clean(self, bar: tqdm) -> Cell:
+    def clean(self, bar: Progress) -> Cell:
         with torch.no_grad():
             return count_cell(*CLEAN, self._batches(), lambda images, _: self.model(images), self.ctx, bar)
 
-    def attack(self, name: str, eps: list[Epsilon], bar: tqdm) -> list[Cell]:
+    def attack(self, name: str, eps: list[Epsilon], bar: Progress) -> list[Cell]:
         values = [e.value for e in eps]
         robust_flags: dict[int, np.ndarray] = {}
         counts = np.zeros((len(eps), 3), dtype=np.int64)  # n, top-1 errors, top-5 errors
@@ -192,7 +202,8 @@ def _warn_if_rising(summary: dict) -> None:
 
 
 def evaluate_attacks(config: AttackEvalConfig, progress: bool = True) -> dict:
-    """Run (or resume) an attack evaluation; returns the run summary (rank 0; others get {})."""
+    """Run (or resume) an attack evaluation; returns the run summary and the stored run's
+    ``run_id`` (rank 0; others get {})."""
     eps = _check(config)
     ctx = init_distributed(config.device)
     precision = effective_precision(config.precision, ctx.device)
@@ -203,12 +214,13 @@ def evaluate_attacks(config: AttackEvalConfig, progress: bool = True) -> dict:
     indices = selected_indices(source, config.limit, config.seed)
     sha = file_sha256(config.checkpoint) if config.checkpoint else None
     store = open_store(config.db, ctx)
-    run = store.run("attack", config.model, run_identity(config, source, sha, precision)) if store else None
+    identity = run_identity(config, source, sha, precision)
+    run = start_run(store, "attack", config.model, identity, config.name) if store else None
     done = broadcast(set(store.cells(run)) if store else None, ctx)
     runner = _AttackRunner(config, model, source.clean, indices, ctx, precision)
     todo = {name: [e for e in eps if (name, e.text) not in done] for name in config.attacks}
     total = len(indices) * ((CLEAN not in done) + sum(len(v) for v in todo.values()))
-    bar = tqdm(total=total, unit="img", disable=not (progress and ctx.is_main), desc="eval-attack", dynamic_ncols=True)
+    bar = progress_bar(total, "eval-attack", progress and ctx.is_main)
     if CLEAN not in done:
         cell = runner.clean(bar)
         if store:
@@ -229,4 +241,4 @@ def evaluate_attacks(config: AttackEvalConfig, progress: bool = True) -> dict:
     _warn_if_rising(summary)
     if config.json:
         write_json(config.json, summary)
-    return summary
+    return {**summary, "run_id": run.id}

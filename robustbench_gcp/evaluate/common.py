@@ -12,7 +12,6 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
-from tqdm import tqdm
 
 from ..data.sources import DatasetError, EvalSource, class_index_digest, open_source, read_class_index
 from ..devices import PRECISIONS, to_float_images
@@ -21,7 +20,8 @@ from ..errors import Error
 from ..fileio import check_output_file
 from ..metrics import Counts
 from ..models import create_model
-from ..results import Cell, ResultStore
+from ..progress import Progress
+from ..results import Cell, ResultStore, Run
 
 DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
 
@@ -106,6 +106,18 @@ def open_store(path: Path, ctx: DistContext) -> ResultStore | None:
     return ResultStore(path) if ctx.is_main else None
 
 
+def start_run(store: ResultStore, kind: str, model: str, identity: dict, name: str | None) -> Run:
+    """The stored run of this identity (created if new), saying so when the only difference from
+    a stored run is the data's fingerprint: the files changed in place, so its cells are not reused."""
+    run = store.run(kind, model, identity, name)
+    stale = [r for r in store.runs(kind, [model]) if r.id != run.id and r.config.get("fingerprint")
+             != identity["fingerprint"] and {**r.config, "fingerprint": identity["fingerprint"]} == identity]
+    if stale and not store.cells(run):
+        warnings.warn(f"the files in {identity['dataset']} changed since run {stale[-1].id} (sizes or modification "
+                      f"times); starting run {run.id} instead of reusing its cells", stacklevel=3)
+    return run
+
+
 class ImageBatches:
     """This rank's share of ``indices`` in batches of float images on the device.
 
@@ -134,7 +146,7 @@ class ImageBatches:
 
 
 def count_cell(name: str, level: str, batches: ImageBatches, logits_of: Callable[[Tensor, Tensor], Tensor],
-               ctx: DistContext, bar: tqdm) -> Cell:
+               ctx: DistContext, bar: Progress) -> Cell:
     """Top-1/top-5 errors of ``logits_of(images, dataset indices)`` over all ranks' batches."""
     counts = Counts()
     for images, labels, index in batches:

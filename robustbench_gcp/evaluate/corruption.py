@@ -14,7 +14,6 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from ..corruptions import BACKENDS, PROTOCOLS, corrupt, names
 from ..corruptions.api import check_name
@@ -23,6 +22,7 @@ from ..data.sources import DatasetError, EvalSource
 from ..devices import as_model_input, autocast, effective_precision, prepare
 from ..distributed import DistContext, barrier, broadcast, init_distributed
 from ..models.zoo import file_sha256
+from ..progress import Progress, progress_bar
 from ..results import DEFAULT_DB, Cell, write_json
 from ..rng import image_generators
 from ..summaries import CLEAN, summarize_corruptions
@@ -38,6 +38,7 @@ from .common import (
     open_checked_source,
     open_store,
     selected_indices,
+    start_run,
 )
 
 
@@ -65,6 +66,7 @@ class CorruptionEvalConfig:
     class_index: Path | None = None
     db: Path = DEFAULT_DB
     json: Path | None = None
+    name: str | None = None  # a label for tables and --run; not part of the run's identity
 
 
 def default_protocol(input_size: int) -> str:
@@ -117,6 +119,7 @@ def run_identity(config: CorruptionEvalConfig, source: EvalSource, checkpoint_sh
         "model": config.model,
         "num_classes": config.num_classes,
         "checkpoint_sha256": checkpoint_sha256,
+        "model_classes": source.num_classes,
         **data_identity(source, config.data, config.clean_data),
         "source": config.source,
         "protocol": config.protocol if on_the_fly else None,
@@ -136,7 +139,7 @@ class _CellRunner:
         self.config, self.model, self.source, self.ctx, self.precision = config, model, source, ctx, precision
 
     @torch.inference_mode()
-    def run(self, name: str, level: str, indices: list[int], bar: tqdm) -> Cell:
+    def run(self, name: str, level: str, indices: list[int], bar: Progress) -> Cell:
         severity = int(level)
         dataset = self.source.clean if name == "clean" else self.source.cell(name, severity)
         corrupting = name != "clean" and self.source.on_the_fly
@@ -155,7 +158,8 @@ class _CellRunner:
 
 
 def evaluate_corruptions(config: CorruptionEvalConfig, progress: bool = True) -> dict:
-    """Run (or resume) a corruption evaluation; returns the run summary (rank 0; others get {})."""
+    """Run (or resume) a corruption evaluation; returns the run summary and the stored run's
+    ``run_id`` (rank 0; others get {})."""
     _check(config)
     ctx = init_distributed(config.device)
     precision = effective_precision(config.precision, ctx.device)
@@ -169,12 +173,11 @@ def evaluate_corruptions(config: CorruptionEvalConfig, progress: bool = True) ->
     sha = file_sha256(config.checkpoint) if config.checkpoint else None
     identity = run_identity(config, source, sha, precision)
     store = open_store(config.db, ctx)
-    run = store.run("corruption", config.model, identity) if store else None
+    run = start_run(store, "corruption", config.model, identity, config.name) if store else None
     wanted = [CLEAN] * (source.clean is not None) + [(c, str(s)) for c in config.corruptions for s in config.severities]
     pending = broadcast([cell for cell in wanted if cell not in store.cells(run)] if store else None, ctx)
     runner = _CellRunner(config, model, source, ctx, precision)
-    bar = tqdm(total=len(pending) * len(indices), unit="img", disable=not (progress and ctx.is_main),
-               desc="eval-corruption", dynamic_ncols=True)
+    bar = progress_bar(len(pending) * len(indices), "eval-corruption", progress and ctx.is_main)
     for name, level in pending:
         bar.set_postfix_str(f"{name} {level}")
         cell = runner.run(name, level, indices, bar)
@@ -187,4 +190,4 @@ def evaluate_corruptions(config: CorruptionEvalConfig, progress: bool = True) ->
     summary = summarize_corruptions(run, store.cells(run), config.corruptions)
     if config.json:
         write_json(config.json, summary)
-    return summary
+    return {**summary, "run_id": run.id}

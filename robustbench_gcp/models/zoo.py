@@ -122,6 +122,21 @@ class LoadedCheckpoint:
     best_acc1: float | None
 
 
+def identify_record(filename: str, sha256: str) -> dict:
+    """Which released checkpoint a file is: by its file name, and where the release publishes a
+    hash (the CIFAR files carry the first 8 hex digits of their SHA-256 in their name), whether the
+    file's SHA-256 matches it."""
+    for record in CHECKPOINTS.values():
+        stem = Path(record.filename).stem
+        published = stem.rsplit("-", 1)[-1] if record.dataset == "cifar10" else None
+        if published and sha256.startswith(published):
+            return {"record": record.name, "reported_top1": record.top1, "sha256_matches_record": True}
+        if filename == record.filename:
+            return {"record": record.name, "reported_top1": record.top1,
+                    "sha256_matches_record": False if published else None}
+    return {"record": None, "reported_top1": None, "sha256_matches_record": None}
+
+
 def file_sha256(path: str | Path) -> str:
     """SHA-256 of a file, read in chunks."""
     digest = hashlib.sha256()

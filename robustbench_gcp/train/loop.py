@@ -21,7 +21,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 from torchvision import datasets, transforms
-from tqdm import tqdm
 
 from ..data.builtin import write_builtin
 from ..data.folders import eval_transform
@@ -31,6 +30,7 @@ from ..evaluate.clean import evaluate_clean
 from ..fileio import atomic_write_text
 from ..metrics import Counts
 from ..models import architecture_info, checkpoint_record, create_model, load_state, read_checkpoint
+from ..progress import Progress, progress_bar
 from .schedules import TrainError, family, lr_at, recipe
 
 
@@ -148,7 +148,7 @@ class Trainer:
         c = self.config
         return lr_at(c.model, c.lr_mode, epoch, iteration, iters, lr=c.lr, epochs=self.epochs)
 
-    def _epoch(self, epoch: int, loader: DataLoader, bar: tqdm) -> tuple[float, float, float]:
+    def _epoch(self, epoch: int, loader: DataLoader, bar: Progress) -> tuple[float, float, float]:
         self.model.train()
         per_iteration = recipe(self.config.model, self.config.lr_mode).per_iteration
         loss_sum, counts, start = 0.0, Counts(), time.perf_counter()
@@ -184,9 +184,8 @@ class Trainer:
         history = [h for h in history if h["epoch"] < self.start_epoch]
         for epoch in range(self.start_epoch, self.epochs):
             sampler.set_epoch(epoch)
-            bar = tqdm(total=len(loader) * per_rank * self.ctx.world, unit="img",
-                       desc=f"epoch {epoch + 1}/{self.epochs}", disable=not (progress and self.ctx.is_main),
-                       dynamic_ncols=True)
+            bar = progress_bar(len(loader) * per_rank * self.ctx.world,
+                               f"{self.config.model} epoch {epoch + 1}/{self.epochs}", progress and self.ctx.is_main)
             start = time.perf_counter()
             loss, train_top1, rate = self._epoch(epoch, loader, bar)
             bar.close()

@@ -1,0 +1,141 @@
+"""Plots of stored runs and training logs (matplotlib, headless): one legend per figure, one
+line per run."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..attacks import parse_epsilons
+from ..corruptions import names
+from ..fileio import check_output_file
+from ..results import ResultStore, Run
+from ..summaries import summarize_attacks, summarize_corruptions
+from .runs import ReportError, run_labels
+
+PLOT_FORMATS = ("png", "pdf", "svg", "jpg", "jpeg")
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_path(out: str | Path) -> Path:
+    """The file a plot goes to: a PNG when ``out`` names no format; refused when it is a directory
+    or names a format we do not write."""
+    out = check_output_file(out, "--out")
+    if not out.suffix:
+        return out.with_suffix(".png")
+    if out.suffix[1:].lower() not in PLOT_FORMATS:
+        raise ReportError(f"--out {out}: plots are written as {', '.join(PLOT_FORMATS)}; use one of those suffixes")
+    return out
+
+
+def _save(plt, figure, out: str | Path) -> Path:
+    """One legend for the whole figure, below the panels, then the file."""
+    handles, labels = {}, []
+    for axis in figure.axes:
+        for handle, label in zip(*axis.get_legend_handles_labels()):
+            if label not in handles:
+                handles[label] = handle
+                labels.append(label)
+    if labels:
+        width, height = figure.get_size_inches()
+        longest = max(len(label) for label in labels) * 0.065 + 0.5  # inches at font size 7
+        columns = max(1, min(len(labels), int(width // longest)))
+        rows = math.ceil(len(labels) / columns)
+        legend_height = 0.2 * rows + 0.1
+        figure.set_size_inches(max(width, longest), height + legend_height)
+        figure.legend([handles[label] for label in labels], labels, loc="lower center", ncol=columns, fontsize=7,
+                      frameon=False)
+        figure.tight_layout(rect=(0, legend_height / (height + legend_height), 1, 1))
+    else:
+        figure.tight_layout()
+    out = plot_path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out, dpi=120)
+    plt.close(figure)
+    return out
+
+
+def plot_attacks(store: ResultStore, runs: Sequence[Run], out: str | Path) -> Path:
+    """Robust accuracy against ε, one panel per attack (and the worst case when several attacks
+    ran), ε labelled as given (k/255 stays k/255)."""
+    if not runs:
+        raise ReportError("no attack runs in the store to plot; run gcp-robust eval-attack first")
+    plt = _pyplot()
+    summaries = [summarize_attacks(r, store.cells(r)) for r in runs]
+    attacks = list(dict.fromkeys(a for s in summaries for a in s["robust_accuracy"]))
+    panels = attacks + (["worst case"] if len(attacks) > 1 else [])
+    figure, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.4), squeeze=False, sharey=True)
+    for axis, panel in zip(axes[0], panels):
+        ticks: dict[float, str] = {}
+        for label, summary in zip(run_labels(runs), summaries):
+            values = summary["worst_case"] if panel == "worst case" else summary["robust_accuracy"].get(panel, {})
+            if values:
+                xs = [parse_epsilons(k)[0].value for k in values]
+                ticks.update(zip(xs, values))
+                axis.plot(xs, list(values.values()), marker="o", label=label)
+        axis.set_xticks(list(ticks), list(ticks.values()), rotation=45, fontsize=7)
+        axis.set_title(panel, fontsize=9)
+        axis.set_xlabel("epsilon")
+        axis.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("robust accuracy (%)")
+    return _save(plt, figure, out)
+
+
+def plot_learning_curves(logs: Sequence[str | Path], out: str | Path) -> Path:
+    """Training loss and validation top-1 per epoch, one line per ``log.jsonl`` (e.g. GAP and GCP)."""
+    from matplotlib.ticker import MaxNLocator
+
+    plt = _pyplot()
+    figure, (loss_axis, top1_axis) = plt.subplots(1, 2, figsize=(9, 3.4))
+    for log in logs:
+        log = Path(log)
+        history = [json.loads(line) for line in log.read_text().splitlines()]
+        epochs = [h["epoch"] + 1 for h in history]
+        label = log.parent.name
+        loss_axis.plot(epochs, [h["loss"] for h in history], marker="o", label=label)
+        top1_axis.plot(epochs, [h["val_top1"] for h in history], marker="o", label=label)
+    for axis, title in ((loss_axis, "training loss"), (top1_axis, "validation top-1 (%)")):
+        axis.set_xlabel("epoch")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axis.set_title(title, fontsize=9)
+        axis.grid(alpha=0.3)
+    return _save(plt, figure, out)
+
+
+def plot_corruptions(store: ResultStore, runs: Sequence[Run], out: str | Path) -> Path:
+    """Top-1 error against severity, one panel per corruption, one line per run."""
+    if not runs:
+        raise ReportError("no corruption runs in the store to plot; run gcp-robust eval-corruption first")
+    plt = _pyplot()
+    summaries = [summarize_corruptions(r, store.cells(r), []) for r in runs]
+    corruptions = [n for n in names("all") if any(n in s["errors"] for s in summaries)]
+    columns = min(5, len(corruptions))
+    rows = math.ceil(len(corruptions) / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.6 * rows + 0.4), squeeze=False,
+                                sharey=True)
+    for axis, name in zip(axes.flat, corruptions):
+        for label, summary in zip(run_labels(runs), summaries):
+            rates = summary["errors"].get(name, [None] * 5)
+            points = [(s, e) for s, e in zip(range(1, 6), rates) if e is not None]
+            if points:
+                axis.plot(*zip(*points), marker="o", label=label)
+        axis.set_title(name, fontsize=9)
+        axis.set_xticks(range(1, 6))
+        axis.grid(alpha=0.3)
+    for axis in axes.flat[len(corruptions):]:
+        axis.axis("off")
+    axes[0, 0].set_ylabel("top-1 error (%)")
+    for index, axis in enumerate(axes.flat[: len(corruptions)]):
+        if index + columns >= len(corruptions):  # the lowest panel of each column
+            axis.set_xlabel("severity")
+    return _save(plt, figure, out)

@@ -1,0 +1,150 @@
+"""Tables of the zoo and of stored runs: tabulate's formats, or one tidy CSV table."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+
+from tabulate import tabulate
+
+from ..corruptions import names
+from ..metrics import corruption_error
+from ..models.catalog import CatalogEntry
+from ..results import ResultStore, Run
+from ..summaries import Difference, is_imagenet_run, summarize_attacks, summarize_corruptions
+from .runs import imagenet_metrics, run_label, run_labels
+
+TABLE_FORMATS = ("github", "latex", "plain", "csv")
+
+
+def _millions(count: int) -> str:
+    return f"{count / 1e6:.2f}M"
+
+
+def catalog_table(entries: Sequence[CatalogEntry], fmt: str = "table") -> str:
+    """The model listing as a text table or as JSON (a list of objects)."""
+    if fmt == "json":
+        return json.dumps([entry.to_dict() for entry in entries], indent=2)
+    rows = [
+        (
+            e.name, e.kind, e.architecture, e.head, e.reduction_dim or "", _millions(e.params),
+            e.input_size, e.lr_mode or "", e.top1 if e.top1 is not None else "",
+            e.top5 if e.top5 is not None else "", e.filename or "", ", ".join(e.aliases),
+        )
+        for e in entries
+    ]
+    headers = ("name", "kind", "architecture", "head", "dim", "params", "input", "lr_mode", "top1", "top5",
+               "filename", "aliases")
+    return tabulate(rows, headers=headers, tablefmt="github")
+
+
+def render(rows: list[list], headers: list[str], fmt: str) -> str:
+    """A table in one of TABLE_FORMATS; empty cells for missing values."""
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(headers)
+        writer.writerows([["" if v is None else v for v in row] for row in rows])
+        return buffer.getvalue()
+    return tabulate(rows, headers=headers, tablefmt=fmt, floatfmt=".2f", missingval="")
+
+
+def _summaries(store: ResultStore, runs: Sequence[Run]) -> list[dict]:
+    return [summarize_corruptions(r, store.cells(r), []) if r.kind == "corruption"
+            else summarize_attacks(r, store.cells(r)) for r in runs]
+
+
+def corruption_table(store: ResultStore, runs: Sequence[Run], fmt: str = "github") -> str:
+    """Per-corruption CE on ImageNet-sized runs where all five severities ran, mean error (%)
+    otherwise; runs as columns."""
+    if not runs:
+        return "no corruption runs in the store"
+    summaries = _summaries(store, runs)
+    imagenet = imagenet_metrics(runs)
+    corruptions = [n for n in names("all") if any(n in s["errors"] for s in summaries)]
+    rows: list[list] = [["clean error (%)", *[s["clean_error"] for s in summaries]]]
+    for name in corruptions:
+        complete = imagenet and all(
+            is_imagenet_run(r) and name in s["errors"] and None not in s["errors"][name]
+            for r, s in zip(runs, summaries)
+        )
+        if complete:
+            values = [round(corruption_error(name, [e / 100 for e in s["errors"][name]]), 2) for s in summaries]
+            rows.append([f"{name} (CE)", *values])
+        else:
+            values = []
+            for s in summaries:
+                present = [e for e in s["errors"].get(name, []) if e is not None]
+                values.append(round(sum(present) / len(present), 2) if present else None)
+            rows.append([f"{name} (error %)", *values])
+    metrics = ((("mCE", "mCE"), ("relative_mCE", "relative mCE")) if imagenet else ()) + (
+        ("mean_error", "mean error (%)"),)
+    for key, label in metrics:
+        rows.append([label, *[s[key] for s in summaries]])
+    return render(rows, ["metric", *run_labels(runs)], fmt)
+
+
+def attack_tables(store: ResultStore, runs: Sequence[Run], fmt: str = "github") -> str:
+    """Robust accuracy (%): one block per attack plus, with several attacks, the worst case;
+    runs as rows, ε as columns."""
+    if not runs:
+        return "no attack runs in the store"
+    summaries = _summaries(store, runs)
+    labels = run_labels(runs)
+    attacks = list(dict.fromkeys(a for s in summaries for a in s["robust_accuracy"]))
+    blocks = [(a, [s["robust_accuracy"].get(a, {}) for s in summaries]) for a in attacks]
+    if len(attacks) > 1:
+        blocks.append(("worst case over attacks", [s["worst_case"] for s in summaries]))
+    text = []
+    for title, per_run in blocks:
+        levels = list(dict.fromkeys(level for values in per_run for level in values))
+        rows = [[label, summary["clean_accuracy"], *[values.get(level) for level in levels]]
+                for label, summary, values in zip(labels, summaries, per_run)]
+        headers = ["run", "clean", *[f"eps {v}" for v in levels]]
+        text.append(f"{title} (robust accuracy %)\n" + render(rows, headers, fmt))
+    return "\n\n".join(text)
+
+
+def tidy_csv(store: ResultStore, runs: Sequence[Run]) -> str:
+    """Every number of ``runs`` as one CSV table: run, label, kind, metric, level, value."""
+    rows = []
+    for run, summary in zip(runs, _summaries(store, runs)):
+        rows += [[run.id, run_label(run), run.kind, *values] for values in _tidy_values(run.kind, summary)]
+    return render(rows, ["run", "label", "kind", "metric", "level", "value"], "csv")
+
+
+def _tidy_values(kind: str, summary: dict) -> list[tuple[str, str, float | None]]:
+    """(metric, level, value) of every number of a summary."""
+    if kind == "corruption":
+        return [("clean_error", "", summary["clean_error"]),
+                *((name, str(severity), rate) for name, rates in summary["errors"].items()
+                  for severity, rate in enumerate(rates, start=1) if rate is not None),
+                *((key, "", summary[key]) for key in ("mCE", "relative_mCE", "mean_error"))]
+    return [("clean_accuracy", "", summary["clean_accuracy"]),
+            *((attack, eps, value) for attack, by_eps in summary["robust_accuracy"].items()
+              for eps, value in by_eps.items()),
+            *(("worst_case", eps, value) for eps, value in summary["worst_case"].items())]
+
+
+def runs_table(store: ResultStore, runs: Sequence[Run]) -> str:
+    """The stored runs: id, date, kind, label, cells, and what identifies them."""
+    rows = []
+    for run, label in zip(runs, run_labels(runs)):
+        config = run.config
+        data = config.get("dataset") or ""
+        rows.append([run.id, run.created, run.kind, label, len(store.cells(run)), data,
+                     (config.get("checkpoint_sha256") or "")[:12], config.get("version", "")])
+    return tabulate(rows, headers=["id", "created (UTC)", "kind", "run", "cells", "dataset", "checkpoint", "version"],
+                    tablefmt="github")
+
+
+def comparison_table(differences: list[Difference], threshold: float, names: tuple[str, str]) -> str:
+    """The markdown regression table of ``gcp-robust compare``, its two runs named in the header."""
+    rows = []
+    for d in differences:
+        verdict = "" if d.worse_by is None else ("WORSE" if d.worse_by > threshold else "ok")
+        rows.append([d.metric, d.baseline, d.current, d.worse_by, verdict])
+    return render(rows, ["metric", f"baseline: {names[0]}", f"current: {names[1]}", "worse by (points)",
+                         f"verdict (> {threshold:g} points)"], "github")
