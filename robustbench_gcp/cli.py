@@ -268,11 +268,14 @@ def _cmd_table(args: argparse.Namespace) -> None:
     if args.format == "csv":
         print(tidy_csv(store, chosen["corruption"] + chosen["attack"]), end="")
         return
+    if not 0 <= args.ci < 100:
+        raise UsageError(f"--ci {args.ci:g}: pass a confidence level in percent, e.g. 95, or 0 for none")
+    confidence = args.ci / 100 or None
     tables = []
     if chosen["corruption"]:
-        tables.append(corruption_table(store, chosen["corruption"], args.format))
+        tables.append(corruption_table(store, chosen["corruption"], args.format, confidence))
     if chosen["attack"]:
-        tables.append(attack_tables(store, chosen["attack"], args.format))
+        tables.append(attack_tables(store, chosen["attack"], args.format, confidence))
     print("\n\n".join(tables))
 
 
@@ -319,8 +322,8 @@ def _stored_summary(store, selector: str) -> tuple[object, str]:
         raise UsageError(f"--run {selector!r} names {len(runs)} runs ({', '.join(str(r.id) for r in runs)}); "
                          "pass one id")
     run = runs[0]
-    summary = (summarize_corruptions(run, store.cells(run), []) if run.kind == "corruption"
-               else summarize_attacks(run, store.cells(run)))
+    summary = (summarize_corruptions(run, store.cells(run), [], None) if run.kind == "corruption"
+               else summarize_attacks(run, store.cells(run), None))
     return summary, f"run {run.id} ({run_labels([run])[0]})"
 
 
@@ -495,6 +498,8 @@ def _table_arguments(parser: argparse.ArgumentParser) -> None:
     _selection_options(parser)
     parser.add_argument("--format", choices=TABLE_FORMATS, default="github",
                         help="table format; csv is one table with a row per number (run, metric, level, value)")
+    parser.add_argument("--ci", type=float, default=95.0,
+                        help="show value ± half-width of this confidence interval (percent; 0: none)")
 
 
 def _runs_arguments(parser: argparse.ArgumentParser) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -44,6 +45,19 @@ def sum_counts(values: list[int], ctx: DistContext) -> list[int]:
     tensor = torch.tensor(values, dtype=torch.long, device=ctx.device)
     dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor.tolist()
+
+
+def gather_flags(local: dict[int, np.ndarray], size: int, rows: int, ctx: DistContext) -> np.ndarray:
+    """Per-position flags (rows × size) from every rank's share {position: flags of its rows}."""
+    parts = [local]
+    if ctx.world > 1:
+        parts = [None] * ctx.world
+        dist.all_gather_object(parts, local)
+    flags = np.zeros((rows, size), dtype=bool)
+    for part in parts:
+        for position, values in part.items():
+            flags[:, position] = values
+    return flags
 
 
 def broadcast(value, ctx: DistContext):

@@ -2,6 +2,7 @@
 
 ``errors`` maps a corruption name to its five top-1 error rates (fractions in [0, 1], severity 1
 first); every function returns percent. mCE and relative mCE use the 15 benchmark corruptions.
+A rate may also be a numpy array (one value per bootstrap resample): the formulas are elementwise.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ ErrorTable = Mapping[str, Sequence[float]]
 
 
 def _complete(errors: ErrorTable) -> None:
-    missing = [n for n in names("common") if n not in errors or len(errors[n]) != 5 or None in errors[n]]
+    missing = [n for n in names("common")
+               if n not in errors or len(errors[n]) != 5 or any(r is None for r in errors[n])]
     if missing:
         raise ValueError(f"mCE needs all 15 benchmark corruptions at severities 1-5; missing: {', '.join(missing)}")
 
@@ -90,12 +92,14 @@ class Counts:
     top1_errors: int = 0
     top5_errors: int = 0
 
-    def add(self, logits: Tensor, labels: Tensor) -> None:
+    def add(self, logits: Tensor, labels: Tensor) -> Tensor:
+        """Count a batch; returns its per-sample top-1 hits (the same ones the counts use)."""
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices
         hits = top == labels[:, None]
         self.n += labels.numel()
         self.top1_errors += int((~hits[:, 0]).sum())
         self.top5_errors += int((~hits.any(dim=1)).sum())
+        return hits[:, 0]
 
     @property
     def top1_accuracy(self) -> float:

@@ -18,6 +18,7 @@ from .corruptions import names
 from .errors import Error
 from .metrics import mce, mean_error, relative_mce
 from .results import Cell, Run
+from .statistics import DEFAULT_CONFIDENCE, bootstrap_interval, proportion_interval
 
 CLEAN = ("clean", "0")
 
@@ -51,9 +52,59 @@ def is_imagenet_run(run: Run) -> bool:
     return run.config.get("input_size", 224) >= 224 and run.config.get("model_classes", 1000) == 1000
 
 
-def summarize_corruptions(run: Run, cells: Mapping[tuple[str, str], Cell], corruptions: Sequence[str]) -> dict:
+def _percent_interval(successes: int, n: int, confidence: float) -> list[float] | None:
+    if not n:
+        return None
+    low, high = proportion_interval(successes, n, confidence)
+    return [round(100 * low, 4), round(100 * high, 4)]
+
+
+def _error_outcomes(cells: Mapping[tuple[str, str], Cell], keys: list[tuple[str, str]]) -> np.ndarray | None:
+    """Per-image errors (cells × images) of ``keys`` from their masks, where every cell has one over
+    the same images and none skipped an unreadable image (unread images are in no mask)."""
+    chosen = [cells[k] for k in keys]
+    sizes = {c.n for c in chosen}
+    if not chosen or any(c.mask is None or c.skipped for c in chosen) or len(sizes) != 1:
+        return None
+    size = sizes.pop()
+    return np.stack([~unpack_flags(c.mask)[:size] for c in chosen])
+
+
+def _corruption_intervals(run: Run, cells: Mapping[tuple[str, str], Cell], errors: dict, confidence: float) -> dict:
+    """Wilson intervals per cell; paired bootstrap intervals of the aggregates (null where the
+    cells lack per-image outcomes: databases written before they were stored, or unread images)."""
+    per_cell = {name: [_percent_interval(cells[name, str(s)].top1_errors, cells[name, str(s)].n, confidence)
+                       if (name, str(s)) in cells else None for s in range(1, 6)] for name in errors}
+    clean = cells.get(CLEAN)
+    keys = [k for k in cells if k[0] in errors] + ([CLEAN] if clean else [])
+    outcomes = _error_outcomes(cells, keys)
+    aggregates = {"mCE_ci": None, "relative_mCE_ci": None, "mean_error_ci": None}
+    if outcomes is not None:
+        def table(rates: np.ndarray) -> dict:
+            by_key = dict(zip(keys, rates))
+            return {n: [by_key.get((n, str(s))) for s in range(1, 6)] for n in errors}
+
+        def interval(statistic) -> list[float]:
+            low, high = bootstrap_interval(outcomes, statistic, confidence)
+            return [round(low, 4), round(high, 4)]
+
+        if any(n in errors for n in names("common")):
+            aggregates["mean_error_ci"] = interval(lambda rates: mean_error(table(rates)))
+        complete = is_imagenet_run(run) and all(
+            n in errors and all((n, str(s)) in cells for s in range(1, 6)) for n in names("common"))
+        if complete:
+            aggregates["mCE_ci"] = interval(lambda rates: mce(table(rates)))
+            if clean:
+                aggregates["relative_mCE_ci"] = interval(
+                    lambda rates: relative_mce(table(rates), dict(zip(keys, rates))[CLEAN]))
+    return {"clean_error_ci": _percent_interval(clean.top1_errors, clean.n, confidence) if clean else None,
+            "errors_ci": per_cell, **aggregates}
+
+
+def summarize_corruptions(run: Run, cells: Mapping[tuple[str, str], Cell], corruptions: Sequence[str],
+                          confidence: float | None = DEFAULT_CONFIDENCE) -> dict:
     """The JSON summary of a corruption run (percent; mCE fields null unless all 15×5 ran on
-    ImageNet-sized data)."""
+    ImageNet-sized data), with ``<metric>_ci`` intervals at ``confidence`` (None: none)."""
     def rate(cell: Cell | None) -> float | None:
         return round(100 * cell.top1_error, 4) if cell and cell.n else None
 
@@ -80,11 +131,14 @@ def summarize_corruptions(run: Run, cells: Mapping[tuple[str, str], Cell], corru
         else None,
         "mean_error": round(mean_error(fractions), 4) if ran else None,
         "skipped_unreadable": _skipped(run, cells),
+        **(_corruption_intervals(run, cells, errors, confidence) if confidence else {}),
     }
 
 
-def summarize_attacks(run: Run, cells: Mapping[tuple[str, str], Cell]) -> dict:
-    """The JSON summary of an attack run (percent; eps keys as given)."""
+def summarize_attacks(run: Run, cells: Mapping[tuple[str, str], Cell],
+                      confidence: float | None = DEFAULT_CONFIDENCE) -> dict:
+    """The JSON summary of an attack run (percent; eps keys as given), with Wilson intervals
+    (``<metric>_ci``) at ``confidence`` (None: none); the worst case is a proportion too."""
     clean = cells.get(CLEAN)
     n = clean.n if clean else 0
     attacks = [a for a in ATTACKS if any(name == a for name, _ in cells)]
@@ -94,11 +148,22 @@ def summarize_attacks(run: Run, cells: Mapping[tuple[str, str], Cell]) -> dict:
         return round(100 * (1 - cell.top1_errors / cell.n), 4) if cell.n else None
 
     robust = {a: {lv: accuracy(cells[a, lv]) for lv in levels if (a, lv) in cells} for a in attacks}
-    worst = {}
+    worst, worst_robust = {}, {}
     for level in levels:
         masks = [unpack_flags(cells[a, level].mask) for a in attacks if (a, level) in cells]
         if masks and n:
-            worst[level] = round(100 * float(np.logical_and.reduce(masks).sum()) / n, 4)
+            worst_robust[level] = int(np.logical_and.reduce(masks).sum())
+            worst[level] = round(100 * worst_robust[level] / n, 4)
+    intervals = {}
+    if confidence:
+        def correct(cell: Cell) -> list[float] | None:
+            return _percent_interval(cell.n - cell.top1_errors, cell.n, confidence)
+
+        intervals = {
+            "clean_accuracy_ci": correct(clean) if clean else None,
+            "robust_accuracy_ci": {a: {lv: correct(cells[a, lv]) for lv in by_eps} for a, by_eps in robust.items()},
+            "worst_case_ci": {lv: _percent_interval(k, n, confidence) for lv, k in worst_robust.items()},
+        }
     return {
         "model": run.model,
         "checkpoint_sha256": run.config.get("checkpoint_sha256"),
@@ -108,6 +173,7 @@ def summarize_attacks(run: Run, cells: Mapping[tuple[str, str], Cell]) -> dict:
         "robust_accuracy": robust,
         "worst_case": worst,
         "skipped_unreadable": _skipped(run, cells),
+        **intervals,
     }
 
 

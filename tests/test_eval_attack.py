@@ -72,7 +72,11 @@ def test_run_properties_resume_and_json(tmp_path, cifar_test_dir, resnet20_file)
     assert cells(tmp_path / "resumed.sqlite") == cells(tmp_path / "once.sqlite")
 
     assert set(summary) == {"model", "checkpoint_sha256", "dataset", "n", "clean_accuracy", "robust_accuracy",
-                            "worst_case", "skipped_unreadable", "run_id"}
+                            "worst_case", "skipped_unreadable", "run_id", "clean_accuracy_ci", "robust_accuracy_ci",
+                            "worst_case_ci"}
+    for attack, by_eps in summary["robust_accuracy_ci"].items():
+        for eps, (low, high) in by_eps.items():
+            assert low <= summary["robust_accuracy"][attack][eps] <= high
     robust, worst = summary["robust_accuracy"], summary["worst_case"]
     assert summary["n"] == 100 and list(robust["linf-pgd"]) == ["0", "1/255", "4/255"]
     for by_eps in robust.values():

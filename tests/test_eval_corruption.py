@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_cli_in_process
 
 from robustbench_gcp.evaluate.common import EvaluationError
 from robustbench_gcp.evaluate.corruption import CorruptionEvalConfig, evaluate_corruptions
@@ -23,8 +24,11 @@ def cli(*args: str, env: dict | None = None, timeout: int = 900) -> subprocess.C
 
 
 def cell_counts(db: Path) -> dict:
+    """Counts and per-image outcomes of every cell."""
     with sqlite3.connect(db) as connection:
-        rows = connection.execute("SELECT name, level, n, top1_errors, top5_errors FROM cells").fetchall()
+        rows = connection.execute("SELECT name, level, n, top1_errors, top5_errors, mask FROM cells").fetchall()
+    for *_, n, top1, _, mask in rows:  # the outcomes say what the counts say
+        assert int(np.unpackbits(np.frombuffer(mask, np.uint8)).sum()) == n - top1
     return {(name, level): counts for name, level, *counts in rows}
 
 
@@ -92,13 +96,14 @@ def test_compare_flags_an_injected_regression(tmp_path):
     current = json.loads(json.dumps(baseline))
     (tmp_path / "base.json").write_text(json.dumps(baseline))
     (tmp_path / "same.json").write_text(json.dumps(current))
-    same = cli("compare", str(tmp_path / "base.json"), str(tmp_path / "same.json"))
+    same = run_cli_in_process("compare", str(tmp_path / "base.json"), str(tmp_path / "same.json"))
     assert same.returncode == 0 and "| fog/1" in same.stdout
     current["errors"]["fog"][1] = 37.5
     (tmp_path / "worse.json").write_text(json.dumps(current))
-    worse = cli("compare", str(tmp_path / "base.json"), str(tmp_path / "worse.json"), "--max-increase", "1")
+    base, worse_file = str(tmp_path / "base.json"), str(tmp_path / "worse.json")
+    worse = run_cli_in_process("compare", base, worse_file, "--max-increase", "1")
     assert worse.returncode == 1 and "WORSE" in worse.stdout
-    tolerated = cli("compare", str(tmp_path / "base.json"), str(tmp_path / "worse.json"), "--max-increase", "3")
+    tolerated = run_cli_in_process("compare", base, worse_file, "--max-increase", "3")
     assert tolerated.returncode == 0
 
 

@@ -16,7 +16,7 @@ LAYERS = [
     {"fileio", "rng", "devices", "distributed", "progress"},
     {"models", "corruptions", "attacks"},
     {"data"},
-    {"metrics", "results"},
+    {"metrics", "results", "statistics"},
     {"summaries"},
     {"evaluate", "export"},
     {"report", "train"},

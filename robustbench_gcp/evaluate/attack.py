@@ -16,13 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..attacks import AttackSettings, Epsilon, attack_spec, check_epsilons, run_attack
 from ..devices import effective_precision, prepare
-from ..distributed import DistContext, barrier, broadcast, init_distributed, sum_counts
+from ..distributed import DistContext, barrier, broadcast, gather_flags, init_distributed, sum_counts
 from ..models.zoo import file_sha256
 from ..progress import Progress, progress_bar
 from ..results import DEFAULT_DB, Cell, write_json
@@ -99,19 +98,6 @@ def start_generators(seed: int, attack: str, eps: Sequence[Epsilon], index: Tens
     return [g for e in eps for g in image_generators(seed, index.tolist(), f"{attack}@{e.value!r}", 0, device)]
 
 
-def _gather_flags(local: dict[int, np.ndarray], size: int, rows: int, ctx: DistContext) -> np.ndarray:
-    """Per-position flags (rows × positions) from every rank's share."""
-    parts = [local]
-    if ctx.world > 1:
-        parts = [None] * ctx.world
-        dist.all_gather_object(parts, local)
-    flags = np.zeros((rows, size), dtype=bool)
-    for part in parts:
-        for position, values in part.items():
-            flags[:, position] = values
-    return flags
-
-
 class _AttackRunner:
     def __init__(self, config: AttackEvalConfig, model: nn.Module, dataset, indices: list[int], ctx: DistContext,
                  precision: str):
@@ -148,7 +134,8 @@ class _AttackRunner:
 
     def clean(self, bar: Progress) -> Cell:
         with torch.no_grad():
-            return count_cell(*CLEAN, self._batches(), lambda images, _: self.model(images), self.ctx, bar)
+            return count_cell(*CLEAN, self._batches(), lambda images, _: self.model(images), self.position, self.ctx,
+                              bar)
 
     def attack(self, name: str, eps: list[Epsilon], bar: Progress) -> list[Cell]:
         values = [e.value for e in eps]
@@ -175,7 +162,7 @@ class _AttackRunner:
             bar.update(len(labels) * len(values) * self.ctx.world)
         totals = np.array([sum_counts(row.tolist(), self.ctx) for row in counts])
         skipped = sum_counts([batches.skipped], self.ctx)[0]
-        flags = _gather_flags(robust_flags, len(self.indices), len(values), self.ctx)
+        flags = gather_flags(robust_flags, len(self.indices), len(values), self.ctx)
         return [
             Cell(name, text, int(n), int(top1), int(top5), skipped, mask=pack_flags(flags[k]))
             for k, ((text, _), (n, top1, top5)) in enumerate(zip(eps, totals))

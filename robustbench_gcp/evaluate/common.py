@@ -15,13 +15,14 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..data.sources import DatasetError, EvalSource, class_index_digest, open_source, read_class_index
 from ..devices import PRECISIONS, to_float_images
-from ..distributed import DistContext, sum_counts
+from ..distributed import DistContext, gather_flags, sum_counts
 from ..errors import Error
 from ..fileio import check_output_file
 from ..metrics import Counts
 from ..models import create_model
 from ..progress import Progress
 from ..results import Cell, ResultStore, Run
+from ..summaries import pack_flags
 
 DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
 
@@ -146,11 +147,15 @@ class ImageBatches:
 
 
 def count_cell(name: str, level: str, batches: ImageBatches, logits_of: Callable[[Tensor, Tensor], Tensor],
-               ctx: DistContext, bar: Progress) -> Cell:
-    """Top-1/top-5 errors of ``logits_of(images, dataset indices)`` over all ranks' batches."""
-    counts = Counts()
+               positions: dict[int, int], ctx: DistContext, bar: Progress) -> Cell:
+    """Top-1/top-5 errors of ``logits_of(images, dataset indices)`` over all ranks' batches, and the
+    per-image top-1 outcomes (bit ``positions[index]`` set when the image is classified correctly;
+    unread images stay 0) for paired statistics."""
+    counts, correct = Counts(), {}
     for images, labels, index in batches:
-        counts.add(logits_of(images, index), labels)
+        hits = counts.add(logits_of(images, index), labels).cpu().numpy()
+        correct.update({positions[int(i)]: hits[k] for k, i in enumerate(index)})
         bar.update(len(labels) * ctx.world)
     n, top1, top5, skipped = sum_counts([counts.n, counts.top1_errors, counts.top5_errors, batches.skipped], ctx)
-    return Cell(name, level, n, top1, top5, skipped)
+    flags = gather_flags(correct, len(positions), 1, ctx)[0]
+    return Cell(name, level, n, top1, top5, skipped, mask=pack_flags(flags))

@@ -154,7 +154,8 @@ class _CellRunner:
                 return self.model(as_model_input(images)).float()
 
         batches = ImageBatches(dataset, indices, config.batch_size, config.workers, self.ctx, config.strict)
-        return count_cell(name, level, batches, logits_of, self.ctx, bar)
+        return count_cell(name, level, batches, logits_of, {index: p for p, index in enumerate(indices)}, self.ctx,
+                          bar)
 
 
 def evaluate_corruptions(config: CorruptionEvalConfig, progress: bool = True) -> dict:

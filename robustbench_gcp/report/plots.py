@@ -71,7 +71,7 @@ def plot_attacks(store: ResultStore, runs: Sequence[Run], out: str | Path) -> Pa
     if not runs:
         raise ReportError("no attack runs in the store to plot; run gcp-robust eval-attack first")
     plt = _pyplot()
-    summaries = [summarize_attacks(r, store.cells(r)) for r in runs]
+    summaries = [summarize_attacks(r, store.cells(r), None) for r in runs]
     attacks = list(dict.fromkeys(a for s in summaries for a in s["robust_accuracy"]))
     panels = attacks + (["worst case"] if len(attacks) > 1 else [])
     figure, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.4), squeeze=False, sharey=True)
@@ -117,7 +117,7 @@ def plot_corruptions(store: ResultStore, runs: Sequence[Run], out: str | Path) -
     if not runs:
         raise ReportError("no corruption runs in the store to plot; run gcp-robust eval-corruption first")
     plt = _pyplot()
-    summaries = [summarize_corruptions(r, store.cells(r), []) for r in runs]
+    summaries = [summarize_corruptions(r, store.cells(r), [], None) for r in runs]
     corruptions = [n for n in names("all") if any(n in s["errors"] for s in summaries)]
     columns = min(5, len(corruptions))
     rows = math.ceil(len(corruptions) / columns)

@@ -13,6 +13,7 @@ from ..corruptions import names
 from ..metrics import corruption_error
 from ..models.catalog import CatalogEntry
 from ..results import ResultStore, Run
+from ..statistics import DEFAULT_CONFIDENCE
 from ..summaries import Difference, is_imagenet_run, summarize_attacks, summarize_corruptions
 from .runs import imagenet_metrics, run_label, run_labels
 
@@ -51,20 +52,30 @@ def render(rows: list[list], headers: list[str], fmt: str) -> str:
     return tabulate(rows, headers=headers, tablefmt=fmt, floatfmt=".2f", missingval="")
 
 
-def _summaries(store: ResultStore, runs: Sequence[Run]) -> list[dict]:
-    return [summarize_corruptions(r, store.cells(r), []) if r.kind == "corruption"
-            else summarize_attacks(r, store.cells(r)) for r in runs]
+def _summaries(store: ResultStore, runs: Sequence[Run], confidence: float | None = None) -> list[dict]:
+    return [summarize_corruptions(r, store.cells(r), [], confidence) if r.kind == "corruption"
+            else summarize_attacks(r, store.cells(r), confidence) for r in runs]
 
 
-def corruption_table(store: ResultStore, runs: Sequence[Run], fmt: str = "github") -> str:
+def _with_interval(value: float | None, interval: list[float] | None, fmt: str) -> float | str | None:
+    """``value ± half-width`` of its interval (not for CSV, whose numbers stay numbers)."""
+    if value is None or interval is None or fmt == "csv":
+        return value
+    return f"{value:.2f} ± {(interval[1] - interval[0]) / 2:.2f}"
+
+
+def corruption_table(store: ResultStore, runs: Sequence[Run], fmt: str = "github",
+                     confidence: float | None = DEFAULT_CONFIDENCE) -> str:
     """Per-corruption CE on ImageNet-sized runs where all five severities ran, mean error (%)
-    otherwise; runs as columns."""
+    otherwise; runs as columns; clean error and the aggregates with ± the half-width of their
+    ``confidence`` interval."""
     if not runs:
         return "no corruption runs in the store"
-    summaries = _summaries(store, runs)
+    summaries = _summaries(store, runs, confidence)
     imagenet = imagenet_metrics(runs)
     corruptions = [n for n in names("all") if any(n in s["errors"] for s in summaries)]
-    rows: list[list] = [["clean error (%)", *[s["clean_error"] for s in summaries]]]
+    rows: list[list] = [["clean error (%)", *[_with_interval(s["clean_error"], s.get("clean_error_ci"), fmt)
+                                              for s in summaries]]]
     for name in corruptions:
         complete = imagenet and all(
             is_imagenet_run(r) and name in s["errors"] and None not in s["errors"][name]
@@ -82,26 +93,29 @@ def corruption_table(store: ResultStore, runs: Sequence[Run], fmt: str = "github
     metrics = ((("mCE", "mCE"), ("relative_mCE", "relative mCE")) if imagenet else ()) + (
         ("mean_error", "mean error (%)"),)
     for key, label in metrics:
-        rows.append([label, *[s[key] for s in summaries]])
+        rows.append([label, *[_with_interval(s[key], s.get(f"{key}_ci"), fmt) for s in summaries]])
     return render(rows, ["metric", *run_labels(runs)], fmt)
 
 
-def attack_tables(store: ResultStore, runs: Sequence[Run], fmt: str = "github") -> str:
+def attack_tables(store: ResultStore, runs: Sequence[Run], fmt: str = "github",
+                  confidence: float | None = DEFAULT_CONFIDENCE) -> str:
     """Robust accuracy (%): one block per attack plus, with several attacks, the worst case;
-    runs as rows, ε as columns."""
+    runs as rows, ε as columns; each value ± the half-width of its ``confidence`` interval."""
     if not runs:
         return "no attack runs in the store"
-    summaries = _summaries(store, runs)
+    summaries = _summaries(store, runs, confidence)
     labels = run_labels(runs)
     attacks = list(dict.fromkeys(a for s in summaries for a in s["robust_accuracy"]))
-    blocks = [(a, [s["robust_accuracy"].get(a, {}) for s in summaries]) for a in attacks]
+    blocks = [(a, [(s["robust_accuracy"].get(a, {}), s.get("robust_accuracy_ci", {}).get(a, {})) for s in summaries])
+              for a in attacks]
     if len(attacks) > 1:
-        blocks.append(("worst case over attacks", [s["worst_case"] for s in summaries]))
+        blocks.append(("worst case over attacks", [(s["worst_case"], s.get("worst_case_ci", {})) for s in summaries]))
     text = []
     for title, per_run in blocks:
-        levels = list(dict.fromkeys(level for values in per_run for level in values))
-        rows = [[label, summary["clean_accuracy"], *[values.get(level) for level in levels]]
-                for label, summary, values in zip(labels, summaries, per_run)]
+        levels = list(dict.fromkeys(level for values, _ in per_run for level in values))
+        rows = [[label, _with_interval(summary["clean_accuracy"], summary.get("clean_accuracy_ci"), fmt),
+                 *[_with_interval(values.get(level), intervals.get(level), fmt) for level in levels]]
+                for label, summary, (values, intervals) in zip(labels, summaries, per_run)]
         headers = ["run", "clean", *[f"eps {v}" for v in levels]]
         text.append(f"{title} (robust accuracy %)\n" + render(rows, headers, fmt))
     return "\n\n".join(text)
@@ -110,7 +124,7 @@ def attack_tables(store: ResultStore, runs: Sequence[Run], fmt: str = "github") 
 def tidy_csv(store: ResultStore, runs: Sequence[Run]) -> str:
     """Every number of ``runs`` as one CSV table: run, label, kind, metric, level, value."""
     rows = []
-    for run, summary in zip(runs, _summaries(store, runs)):
+    for run, summary in zip(runs, _summaries(store, runs, None)):
         rows += [[run.id, run_label(run), run.kind, *values] for values in _tidy_values(run.kind, summary)]
     return render(rows, ["run", "label", "kind", "metric", "level", "value"], "csv")
 
