@@ -313,41 +313,48 @@ def _read_summary(path: str) -> object:
         raise UsageError(f"{path}: not a JSON run summary ({error})") from None
 
 
-def _stored_summary(store, selector: str) -> tuple[object, str]:
+def _stored_run(store, selector: str):
     from .report import run_labels
-    from .summaries import summarize_attacks, summarize_corruptions
 
     runs = store.find(selector)
     if len(runs) > 1:
         raise UsageError(f"--run {selector!r} names {len(runs)} runs ({', '.join(str(r.id) for r in runs)}); "
                          "pass one id")
-    run = runs[0]
-    summary = (summarize_corruptions(run, store.cells(run), [], None) if run.kind == "corruption"
-               else summarize_attacks(run, store.cells(run), None))
-    return summary, f"run {run.id} ({run_labels([run])[0]})"
+    return runs[0], f"run {runs[0].id} ({run_labels(runs)[0]})"
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from .report import comparison_table
-    from .summaries import compare
+    from .comparison import compare, compare_runs
+    from .report import comparison_json, comparison_junit, comparison_table
 
+    if not 0 < args.alpha < 1:
+        raise UsageError(f"--alpha {args.alpha:g}: pass a significance level between 0 and 1, e.g. 0.05")
     files = [f for f in (args.baseline, args.current) if f]
     if args.run:
         if files or len(args.run) != 2:
             raise UsageError("compare takes two --json summaries, or --run BASELINE --run CURRENT from --db")
         store = _open_db(args.db)
-        (baseline, first), (current, second) = (_stored_summary(store, s) for s in args.run)
+        (baseline, first), (current, second) = (_stored_run(store, s) for s in args.run)
+        if baseline.kind != current.kind:
+            raise UsageError(f"{first} is a {baseline.kind} run but {second} is an {current.kind} run")
+        comparison = compare_runs(store, baseline, current, (first, second), args.alpha)
     elif len(files) == 2:
-        (baseline, first), (current, second) = ((_read_summary(f), f) for f in files)
+        first, second = files
+        comparison = compare(_read_summary(first), _read_summary(second), labels=(first, second))
     else:
         raise UsageError("compare takes two --json summaries, or --run BASELINE --run CURRENT from --db")
-    differences = compare(baseline, current, labels=(first, second))
-    print(comparison_table(differences, args.max_increase, (first, second)))
-    worse = [d for d in differences if d.worse_by is not None and d.worse_by > args.max_increase]
-    if worse:
-        print(f"\n{len(worse)} metric(s) worse by more than {args.max_increase} points")
-        return 1
-    return 0
+    names = (first, second)
+    if args.format == "json":
+        print(comparison_json(comparison, args.max_increase, names, args.fail_on_regression))
+    elif args.format == "junit":
+        print(comparison_junit(comparison, args.max_increase, names, args.fail_on_regression))
+    else:
+        print(comparison_table(comparison, args.max_increase, names))
+    worse = comparison.regressions(args.max_increase, significant_only=args.fail_on_regression)
+    if worse and args.format == "markdown":
+        kind = "significantly " if args.fail_on_regression else ""
+        print(f"\n{len(worse)} metric(s) {kind}worse by more than {args.max_increase} points")
+    return 1 if worse else 0
 
 
 # --------------------------------------------------------------------------- arguments
@@ -521,6 +528,12 @@ def _compare_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", action="append", metavar="ID",
                         help="compare stored runs instead: --run BASELINE --run CURRENT (id or --name)")
     parser.add_argument("--db", default=DEFAULT_DB, help="results database, with --run")
+    parser.add_argument("--fail-on-regression", action="store_true",
+                        help="exit 1 only for a metric worse by more than --max-increase AND significant at --alpha "
+                        "(without it: any metric worse by more than --max-increase)")
+    parser.add_argument("--alpha", type=float, default=0.05, help="significance level of the paired tests")
+    parser.add_argument("--format", choices=("markdown", "json", "junit"), default="markdown",
+                        help="markdown (a PR comment), json, or junit XML (one test case per metric)")
     parser.add_argument("--max-increase", type=float, default=1.0,
                         help="largest tolerated worsening in percentage points")
 

@@ -55,3 +55,22 @@ def bootstrap_interval(
         confidence_level=confidence, method="percentile", rng=np.random.default_rng(seed),
     )
     return (float(result.confidence_interval.low), float(result.confidence_interval.high))
+
+
+def mcnemar_exact(baseline_only: int, current_only: int) -> float:
+    """Two-sided exact McNemar p-value: a binomial test (p = 1/2) on the discordant pairs, the
+    images right in one run and wrong in the other."""
+    discordant = int(baseline_only) + int(current_only)
+    if discordant == 0:
+        return 1.0
+    return float(stats.binomtest(int(baseline_only), discordant, 0.5).pvalue)
+
+
+def holm(pvalues: list[float]) -> list[float]:
+    """Holm's step-down adjustment: controls the chance of any false positive over all tests."""
+    order = sorted(range(len(pvalues)), key=lambda i: pvalues[i])
+    adjusted, running = [1.0] * len(pvalues), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(pvalues) - rank) * pvalues[i]))
+        adjusted[i] = running
+    return adjusted

@@ -1,30 +1,19 @@
-"""Run summaries (the ``--json`` output) from stored cells, and the comparison of two summaries.
-
-Summaries are percentages computed at the end from the stored counts; the comparison refuses
-summaries it cannot compare faithfully (different kinds, missing metrics, NaN, wrong types)
-instead of reporting "no regression".
-"""
+"""Run summaries (the ``--json`` output) from stored cells: percentages computed at the end from
+the stored counts, with their intervals."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
 from .attacks import ATTACKS, parse_epsilons
 from .corruptions import names
-from .errors import Error
 from .metrics import mce, mean_error, relative_mce
 from .results import Cell, Run
 from .statistics import DEFAULT_CONFIDENCE, bootstrap_interval, proportion_interval
 
 CLEAN = ("clean", "0")
-
-
-class ComparisonError(Error, ValueError):
-    """Two summaries that cannot be compared, with the reason."""
 
 
 def pack_flags(flags: np.ndarray) -> bytes:
@@ -175,89 +164,3 @@ def summarize_attacks(run: Run, cells: Mapping[tuple[str, str], Cell],
         "skipped_unreadable": _skipped(run, cells),
         **intervals,
     }
-
-
-# --------------------------------------------------------------------------- comparison
-
-@dataclass(frozen=True)
-class Difference:
-    metric: str
-    baseline: float | None
-    current: float | None
-    worse_by: float | None  # positive: the current run is worse (percentage points)
-
-
-def summary_kind(summary: object, label: str) -> str:
-    """'corruption' or 'attack', or a ComparisonError saying what ``label`` holds instead."""
-    if not isinstance(summary, Mapping):
-        raise ComparisonError(f"{label} holds a JSON {type(summary).__name__}, not a run summary object; "
-                              "pass files written with --json")
-    if "errors" in summary:
-        return "corruption"
-    if "robust_accuracy" in summary:
-        return "attack"
-    raise ComparisonError(f"{label} is not a run summary: it has neither 'errors' (eval-corruption) nor "
-                          "'robust_accuracy' (eval-attack)")
-
-
-def _number(value: object, label: str, key: str) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ComparisonError(f"{label}: {key} is {value!r}, not a number")
-    if math.isnan(value):
-        raise ComparisonError(f"{label}: {key} is NaN; the run that wrote it is broken, rerun it")
-    return float(value)
-
-
-def _mapping(value: object, label: str, key: str) -> Mapping:
-    if not isinstance(value, Mapping):
-        raise ComparisonError(f"{label}: {key} is a {type(value).__name__}, expected an object")
-    return value
-
-
-def _metrics(summary: Mapping, label: str) -> dict[str, tuple[float | None, int]]:
-    """Every comparable number of a summary, in report order, with its direction (+1: higher is worse)."""
-    found: dict[str, tuple[float | None, int]] = {}
-    for key in ("clean_error", "mCE", "relative_mCE", "mean_error"):
-        if key in summary:
-            found[key] = (_number(summary[key], label, key), +1)
-    for name, rates in _mapping(summary.get("errors", {}), label, "errors").items():
-        if not isinstance(rates, list):
-            raise ComparisonError(f"{label}: errors.{name} is not a list of five error rates")
-        for severity, rate in enumerate(rates, start=1):
-            found[f"{name}/{severity}"] = (_number(rate, label, f"errors.{name}[{severity - 1}]"), +1)
-    if "clean_accuracy" in summary:
-        found["clean_accuracy"] = (_number(summary["clean_accuracy"], label, "clean_accuracy"), -1)
-    for attack, by_eps in _mapping(summary.get("robust_accuracy", {}), label, "robust_accuracy").items():
-        for eps, accuracy in _mapping(by_eps, label, f"robust_accuracy.{attack}").items():
-            found[f"{attack}@{eps}"] = (_number(accuracy, label, f"robust_accuracy.{attack}.{eps}"), -1)
-    for eps, accuracy in _mapping(summary.get("worst_case", {}), label, "worst_case").items():
-        found[f"worst_case@{eps}"] = (_number(accuracy, label, f"worst_case.{eps}"), -1)
-    return found
-
-
-def compare(baseline: object, current: object, labels: tuple[str, str] = ("baseline", "current")) -> list[Difference]:
-    """Metric-by-metric differences of two run summaries (errors: up is worse; accuracies: down).
-
-    Refuses summaries of different kinds, and a current summary that lacks a metric the
-    baseline has: a regression gate must not pass because a number went missing.
-    """
-    kinds = summary_kind(baseline, labels[0]), summary_kind(current, labels[1])
-    if kinds[0] != kinds[1]:
-        raise ComparisonError(f"{labels[0]} is an {kinds[0]} summary but {labels[1]} is an {kinds[1]} summary; "
-                              "compare runs of the same command")
-    before, after = _metrics(baseline, labels[0]), _metrics(current, labels[1])
-    missing = [m for m, (value, _) in before.items() if value is not None and after.get(m, (None,))[0] is None]
-    if missing:
-        raise ComparisonError(f"{labels[1]} lacks {len(missing)} metric(s) that {labels[0]} has "
-                              f"({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}); run the same cells")
-    rows = []
-    for metric in [*before, *(m for m in after if m not in before)]:
-        old, direction = before.get(metric, (None, +1))
-        new, direction = after.get(metric, (None, direction))
-        if old is None and new is None:  # a cell neither run has (a severity not run, mCE of a partial run)
-            continue
-        worse = direction * (new - old) if old is not None and new is not None else None
-        rows.append(Difference(metric, old, new, worse))
-    return rows

@@ -94,3 +94,12 @@ def run_cli_in_process(*args: str) -> CliResult:
         except SystemExit as exit_:
             code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
     return CliResult(code, out.getvalue(), err.getvalue())
+
+
+def copy_per_class(source: Path, target: Path, per_class: int) -> Path:
+    """A small ImageFolder: the first ``per_class`` images of each class folder of ``source``."""
+    for folder in sorted(source.iterdir()):
+        (target / folder.name).mkdir(parents=True)
+        for path in sorted(folder.glob("*.jpg"))[:per_class]:
+            (target / folder.name / path.name).write_bytes(path.read_bytes())
+    return target

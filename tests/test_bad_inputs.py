@@ -123,13 +123,10 @@ def test_json_or_plot_onto_a_directory(tmp_path, eval_args):
 
 
 def test_mixed_image_sizes_for_a_32_px_model(tmp_path, eval_args, cifar_test_dir):
+    from conftest import copy_per_class
     from PIL import Image
 
-    data = tmp_path / "mixed"
-    for folder in sorted(cifar_test_dir.iterdir()):
-        (data / folder.name).mkdir(parents=True)
-        for path in sorted(folder.glob("*.jpg"))[:3]:
-            (data / folder.name / path.name).write_bytes(path.read_bytes())
+    data = copy_per_class(cifar_test_dir, tmp_path / "mixed", 3)
     big = data / "cat" / "big.png"
     Image.new("RGB", (40, 48)).save(big)
     args = [a if a != str(cifar_test_dir) else str(data) for a in eval_args]

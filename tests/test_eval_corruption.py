@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cli_in_process
+from conftest import copy_per_class, run_cli_in_process
 
 from robustbench_gcp.evaluate.common import EvaluationError
 from robustbench_gcp.evaluate.corruption import CorruptionEvalConfig, evaluate_corruptions
@@ -137,11 +137,7 @@ def test_clear_errors(tmp_path, cifar_test_dir, resnet20_file):
 
 
 def test_unreadable_images_are_skipped_and_counted_or_fatal(tmp_path, cifar_test_dir):
-    data = tmp_path / "data"
-    for folder in sorted(cifar_test_dir.iterdir()):
-        (data / folder.name).mkdir(parents=True)
-        for image in sorted(folder.glob("*.jpg"))[:2]:
-            (data / folder.name / image.name).write_bytes(image.read_bytes())
+    data = copy_per_class(cifar_test_dir, tmp_path / "data", 2)
     (data / "cat" / "broken.jpg").write_bytes(b"not a jpeg")
     config = CorruptionEvalConfig(model="cifar_resnet20_gap", data=data, protocol="cifar10-c",
                                   corruptions=["contrast"], severities=[1], workers=0, db=tmp_path / "r.sqlite")

@@ -18,6 +18,7 @@ LAYERS = [
     {"data"},
     {"metrics", "results", "statistics"},
     {"summaries"},
+    {"comparison"},
     {"evaluate", "export"},
     {"report", "train"},
     {"demo"},

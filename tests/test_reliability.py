@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import copy_per_class
 
 from robustbench_gcp.attacks import parse_epsilons
 from robustbench_gcp.evaluate.attack import AttackEvalConfig, evaluate_attacks
@@ -31,14 +32,6 @@ def attack_cells(db: Path) -> dict:
         return {(name, level): rest for name, level, *rest in rows}
 
 
-def small_copy(source: Path, target: Path, per_class: int) -> Path:
-    for folder in sorted(source.iterdir()):
-        (target / folder.name).mkdir(parents=True)
-        for path in sorted(folder.glob("*.jpg"))[:per_class]:
-            (target / folder.name / path.name).write_bytes(path.read_bytes())
-    return target
-
-
 def test_class_index_is_part_of_the_run(tmp_path, cifar_test_dir, resnet20_file):
     """A rerun with another --class-index must not reuse the cells of the first mapping."""
     common = dict(model="CIFAR10_ResNet20_GAP", checkpoint=resnet20_file, data=cifar_test_dir, limit=100,
@@ -53,7 +46,7 @@ def test_class_index_is_part_of_the_run(tmp_path, cifar_test_dir, resnet20_file)
 
 
 def test_data_changed_in_place_is_a_new_run(tmp_path, cifar_test_dir, resnet20_file):
-    data = small_copy(cifar_test_dir, tmp_path / "data", 3)
+    data = copy_per_class(cifar_test_dir, tmp_path / "data", 3)
     config = CorruptionEvalConfig(model="CIFAR10_ResNet20_GAP", checkpoint=resnet20_file, data=data,
                                   corruptions=["contrast"], severities=[1], workers=0, db=tmp_path / "r.sqlite")
     evaluate_corruptions(config, progress=False)
@@ -137,7 +130,7 @@ def test_corrupt_never_writes_two_inputs_to_one_file(tmp_path, cifar_test_dir):
 
 
 def test_attack_counts_unreadable_images_once_and_honours_strict(tmp_path, cifar_test_dir, resnet20_file):
-    data = small_copy(cifar_test_dir, tmp_path / "data", 2)
+    data = copy_per_class(cifar_test_dir, tmp_path / "data", 2)
     (data / "cat" / "zz-broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     common = dict(model="CIFAR10_ResNet20_GAP", checkpoint=resnet20_file, data=data, attacks=["linf-pgd", "fgsm"],
                   eps=parse_epsilons("1/255,2/255"), steps=1, workers=0, batch_size=1)

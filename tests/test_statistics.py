@@ -72,3 +72,84 @@ def test_summary_intervals_and_databases_without_outcomes(tmp_path):
     old = summarize_corruptions(without, store.cells(without), ["fog"])
     assert old["mean_error_ci"] is None and old["clean_error_ci"] == full["clean_error_ci"]
     assert (unpack_flags(store.cells(with_masks)["fog", "1"].mask)[:50] == correct["fog", "1"]).all()
+
+
+def test_mcnemar_is_the_exact_binomial_test_of_the_discordant_pairs():
+    from robustbench_gcp.statistics import holm, mcnemar_exact
+
+    for b, c in ((12, 3), (0, 9), (40, 41), (0, 0)):
+        expected = stats.binomtest(b, b + c, 0.5).pvalue if b + c else 1.0
+        assert mcnemar_exact(b, c) == pytest.approx(expected)
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+
+
+def _paired_runs(tmp_path, flips: tuple[int, int]):
+    """Two stored runs over the same 2,000 images: ``flips`` = (right → wrong, wrong → right)."""
+    rng = np.random.default_rng(4)
+    store = ResultStore(tmp_path / "paired.sqlite")
+    base = rng.random(2000) < 0.8
+    current = base.copy()
+    right, wrong = np.flatnonzero(base), np.flatnonzero(~base)
+    current[rng.choice(right, flips[0], replace=False)] = False
+    current[rng.choice(wrong, flips[1], replace=False)] = True
+    runs = []
+    for seed, hits in ((0, base), (1, current)):
+        run = store.run("corruption", f"model{seed}", {"dataset": "d", "dataset_size": 2000, "limit": None,
+                                                       "seed": seed, "input_size": 32, "model_classes": 10})
+        store.add_cell(run, Cell("fog", "3", 2000, int((~hits).sum()), 0, mask=pack_flags(hits)))
+        runs.append(run)
+    return store, runs
+
+
+@pytest.mark.parametrize("flips, significant", [((70, 10), True), ((10, 6), False)])
+def test_a_planted_difference_is_significant_only_when_real(tmp_path, flips, significant):
+    from robustbench_gcp.comparison import compare_runs
+
+    store, (base, current) = _paired_runs(tmp_path, flips)
+    comparison = compare_runs(store, base, current, ("a", "b"))
+    cell = next(d for d in comparison.differences if d.metric == "fog/3")
+    assert comparison.paired and cell.worse_by == pytest.approx(100 * (flips[0] - flips[1]) / 2000)
+    assert cell.significant is significant and cell.p_value == pytest.approx(stats.binomtest(*flips[:1],
+                                                                                             sum(flips)).pvalue)
+    mean = next(d for d in comparison.differences if d.metric == "mean_error")
+    assert mean.interval is not None and (mean.interval[0] > 0) is significant
+
+
+def test_fail_on_regression_gates_on_real_regressions_only(tmp_path, cifar_test_dir, resnet20_file):
+    from conftest import copy_per_class
+    from conftest import run_cli_in_process as cli
+
+    data = copy_per_class(cifar_test_dir, tmp_path / "data", 30)
+    db = str(tmp_path / "r.sqlite")
+    base = ["eval-corruption", "--data", str(data), "--corruptions", "gaussian_noise,contrast", "--severities", "3,5",
+            "--workers", "0", "--quiet", "--db", db]
+    trained = ["--model", "CIFAR10_ResNet20_GAP", "--checkpoint", str(resnet20_file)]
+    for seed in ("0", "1"):
+        assert cli(*base, *trained, "--seed", seed, "--name", f"seed{seed}").returncode == 0
+    assert cli(*base, "--model", "cifar_resnet20_gap", "--name", "untrained").returncode == 0
+    same = cli("compare", "--db", db, "--run", "seed0", "--run", "seed1", "--fail-on-regression",
+               "--max-increase", "0.5")
+    assert same.returncode == 0, same.stdout
+    assert "paired over the same 300 images" in same.stdout
+    worse = cli("compare", "--db", db, "--run", "seed0", "--run", "untrained", "--fail-on-regression")
+    assert worse.returncode == 1 and "significantly worse" in worse.stdout and "WORSE, significant" in worse.stdout
+
+
+def test_compare_formats_say_the_same(tmp_path):
+    import json
+    from xml.etree import ElementTree
+
+    from conftest import run_cli_in_process as cli
+
+    store, _ = _paired_runs(tmp_path, (70, 10))
+    db = str(tmp_path / "paired.sqlite")
+    args = ["compare", "--db", db, "--run", "1", "--run", "2", "--fail-on-regression"]
+    markdown, as_json, junit = (cli(*args, "--format", f) for f in ("markdown", "json", "junit"))
+    assert markdown.returncode == as_json.returncode == junit.returncode == 1
+    report = json.loads(as_json.stdout)
+    assert report["paired"] and report["regressions"] == ["fog/3", "mean_error"]
+    suite = ElementTree.fromstring(junit.stdout.split("?>", 1)[1])
+    failed = [case.get("name") for case in suite.iter("testcase") if case.find("failure") is not None]
+    assert sorted(failed) == report["regressions"] and suite.get("failures") == "2"
+    for entry in report["differences"]:
+        assert f"| {entry['metric']}" in markdown.stdout and f"{entry['worse_by']:.2f}" in markdown.stdout

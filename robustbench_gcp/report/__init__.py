@@ -6,6 +6,8 @@ from .tables import (
     TABLE_FORMATS,
     attack_tables,
     catalog_table,
+    comparison_json,
+    comparison_junit,
     comparison_table,
     corruption_table,
     runs_table,
@@ -13,7 +15,7 @@ from .tables import (
 )
 
 __all__ = [
-    "PLOT_FORMATS", "ReportError", "TABLE_FORMATS", "attack_tables", "catalog_table", "comparison_table",
-    "corruption_table", "plot_attacks", "plot_corruptions", "plot_learning_curves", "plot_path", "run_labels",
-    "runs_table", "select_runs", "tidy_csv",
+    "PLOT_FORMATS", "ReportError", "TABLE_FORMATS", "attack_tables", "catalog_table", "comparison_json",
+    "comparison_junit", "comparison_table", "corruption_table", "plot_attacks", "plot_corruptions",
+    "plot_learning_curves", "plot_path", "run_labels", "runs_table", "select_runs", "tidy_csv",
 ]

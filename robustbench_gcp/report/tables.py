@@ -9,12 +9,13 @@ from collections.abc import Sequence
 
 from tabulate import tabulate
 
+from ..comparison import Comparison
 from ..corruptions import names
 from ..metrics import corruption_error
 from ..models.catalog import CatalogEntry
 from ..results import ResultStore, Run
 from ..statistics import DEFAULT_CONFIDENCE
-from ..summaries import Difference, is_imagenet_run, summarize_attacks, summarize_corruptions
+from ..summaries import is_imagenet_run, summarize_attacks, summarize_corruptions
 from .runs import imagenet_metrics, run_label, run_labels
 
 TABLE_FORMATS = ("github", "latex", "plain", "csv")
@@ -154,11 +155,52 @@ def runs_table(store: ResultStore, runs: Sequence[Run]) -> str:
                     tablefmt="github")
 
 
-def comparison_table(differences: list[Difference], threshold: float, names: tuple[str, str]) -> str:
-    """The markdown regression table of ``gcp-robust compare``, its two runs named in the header."""
+def comparison_table(comparison: Comparison, threshold: float, names: tuple[str, str]) -> str:
+    """The markdown regression table of ``gcp-robust compare``, its two runs named in the header,
+    each difference with its interval or McNemar p-value, and how they were obtained."""
     rows = []
-    for d in differences:
+    for d in comparison.differences:
         verdict = "" if d.worse_by is None else ("WORSE" if d.worse_by > threshold else "ok")
-        rows.append([d.metric, d.baseline, d.current, d.worse_by, verdict])
-    return render(rows, ["metric", f"baseline: {names[0]}", f"current: {names[1]}", "worse by (points)",
-                         f"verdict (> {threshold:g} points)"], "github")
+        if verdict and d.significant is not None:
+            verdict += ", significant" if d.significant else ", not significant"
+        interval = f"[{d.interval[0]:.2f}, {d.interval[1]:.2f}]" if d.interval else None
+        p_value = f"{d.p_value:.3g}" if d.p_value is not None else None
+        rows.append([d.metric, d.baseline, d.current, d.worse_by, interval, p_value, verdict])
+    table = render(rows, ["metric", f"baseline: {names[0]}", f"current: {names[1]}", "worse by (points)",
+                          "interval of it", "p (McNemar, Holm)", f"verdict (> {threshold:g} points)"], "github")
+    return f"{table}\n\n{comparison.note}"
+
+
+def comparison_json(comparison: Comparison, threshold: float, names: tuple[str, str], significant_only: bool) -> str:
+    """The comparison as JSON: every difference, its interval and p-value, and the verdict."""
+    failing = {d.metric for d in comparison.regressions(threshold, significant_only)}
+    return json.dumps({
+        "baseline": names[0], "current": names[1], "paired": comparison.paired, "note": comparison.note,
+        "max_increase": threshold, "regressions": sorted(failing),
+        "differences": [{"metric": d.metric, "baseline": d.baseline, "current": d.current, "worse_by": d.worse_by,
+                         "interval": list(d.interval) if d.interval else None, "p_value": d.p_value,
+                         "significant": d.significant, "regression": d.metric in failing}
+                        for d in comparison.differences],
+    }, indent=2)
+
+
+def comparison_junit(comparison: Comparison, threshold: float, names: tuple[str, str], significant_only: bool) -> str:
+    """The comparison as JUnit XML, one test case per metric, failing for the regressions, so CI
+    systems list them."""
+    from xml.etree import ElementTree
+
+    failing = {d.metric for d in comparison.regressions(threshold, significant_only)}
+    suite = ElementTree.Element("testsuite", name=f"gcp-robust compare {names[0]} -> {names[1]}",
+                                tests=str(len(comparison.differences)), failures=str(len(failing)))
+    ElementTree.SubElement(suite, "properties").extend(
+        [ElementTree.Element("property", name="note", value=comparison.note)])
+    for d in comparison.differences:
+        case = ElementTree.SubElement(suite, "testcase", classname="gcp-robust.compare", name=d.metric)
+        if d.metric in failing:
+            detail = f"worse by {d.worse_by} points (baseline {d.baseline}, current {d.current})"
+            if d.interval:
+                detail += f", interval [{d.interval[0]}, {d.interval[1]}]"
+            if d.p_value is not None:
+                detail += f", p = {d.p_value:.3g}"
+            ElementTree.SubElement(case, "failure", message=detail, type="regression").text = detail
+    return ElementTree.tostring(suite, encoding="unicode", xml_declaration=True)

@@ -1,0 +1,258 @@
+"""Two runs compared metric by metric, with the uncertainty of every difference.
+
+Stored runs over the same images are compared pairwise: McNemar's exact test per cell on the
+images whose outcome changed, Holm-corrected over the cells, and a paired bootstrap interval of
+the difference for each aggregate (mean error, mCE, relative mCE). JSON summaries carry no
+per-image outcomes: their differences get unpaired intervals, the two summaries' own intervals
+combined in quadrature, and the output says so. Summaries that cannot be compared faithfully
+(different kinds, missing metrics, NaN, wrong types) are refused rather than passed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import Error
+from .metrics import mce, mean_error, relative_mce
+from .results import Cell, ResultStore, Run
+from .statistics import bootstrap_interval, holm, mcnemar_exact
+from .summaries import CLEAN, summarize_attacks, summarize_corruptions, unpack_flags
+
+DEFAULT_ALPHA = 0.05
+
+
+class ComparisonError(Error, ValueError):
+    """Two summaries that cannot be compared, with the reason."""
+
+
+@dataclass(frozen=True)
+class Difference:
+    metric: str
+    baseline: float | None
+    current: float | None
+    worse_by: float | None  # positive: the current run is worse (percentage points)
+    interval: tuple[float, float] | None = None  # of worse_by
+    p_value: float | None = None  # McNemar, Holm-adjusted over the cells (paired runs)
+    significant: bool | None = None  # None: no uncertainty known
+
+
+@dataclass(frozen=True)
+class Comparison:
+    differences: list[Difference]
+    paired: bool
+    note: str  # how the uncertainty was obtained
+
+    def regressions(self, max_increase: float, significant_only: bool) -> list[Difference]:
+        """Metrics worse by more than ``max_increase`` points (and significant, if asked)."""
+        return [d for d in self.differences if d.worse_by is not None and d.worse_by > max_increase
+                and (not significant_only or d.significant)]
+
+
+def summary_kind(summary: object, label: str) -> str:
+    """'corruption' or 'attack', or a ComparisonError saying what ``label`` holds instead."""
+    if not isinstance(summary, Mapping):
+        raise ComparisonError(f"{label} holds a JSON {type(summary).__name__}, not a run summary object; "
+                              "pass files written with --json")
+    if "errors" in summary:
+        return "corruption"
+    if "robust_accuracy" in summary:
+        return "attack"
+    raise ComparisonError(f"{label} is not a run summary: it has neither 'errors' (eval-corruption) nor "
+                          "'robust_accuracy' (eval-attack)")
+
+
+def _number(value: object, label: str, key: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ComparisonError(f"{label}: {key} is {value!r}, not a number")
+    if math.isnan(value):
+        raise ComparisonError(f"{label}: {key} is NaN; the run that wrote it is broken, rerun it")
+    return float(value)
+
+
+def _mapping(value: object, label: str, key: str) -> Mapping:
+    if not isinstance(value, Mapping):
+        raise ComparisonError(f"{label}: {key} is a {type(value).__name__}, expected an object")
+    return value
+
+
+def _half_width(interval: object) -> float | None:
+    """Half the width of a summary's ``[low, high]``, or None where it has none."""
+    if isinstance(interval, (list, tuple)) and len(interval) == 2 and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in interval):
+        return (interval[1] - interval[0]) / 2
+    return None
+
+
+# metric → (value, direction (+1: higher is worse), half-width of its interval, cell key)
+Metrics = dict[str, tuple[float | None, int, float | None, tuple[str, str] | None]]
+
+
+def _metrics(summary: Mapping, label: str) -> Metrics:
+    """Every comparable number of a summary, in report order."""
+    found: Metrics = {}
+    for key in ("clean_error", "mCE", "relative_mCE", "mean_error"):
+        if key in summary:
+            found[key] = (_number(summary[key], label, key), +1, _half_width(summary.get(f"{key}_ci")),
+                          CLEAN if key == "clean_error" else None)
+    intervals = summary.get("errors_ci") if isinstance(summary.get("errors_ci"), Mapping) else {}
+    for name, rates in _mapping(summary.get("errors", {}), label, "errors").items():
+        if not isinstance(rates, list):
+            raise ComparisonError(f"{label}: errors.{name} is not a list of five error rates")
+        widths = intervals.get(name) if isinstance(intervals.get(name), list) else [None] * len(rates)
+        for severity, (rate, width) in enumerate(zip(rates, widths), start=1):
+            found[f"{name}/{severity}"] = (_number(rate, label, f"errors.{name}[{severity - 1}]"), +1,
+                                           _half_width(width), (name, str(severity)))
+    if "clean_accuracy" in summary:
+        found["clean_accuracy"] = (_number(summary["clean_accuracy"], label, "clean_accuracy"), -1,
+                                   _half_width(summary.get("clean_accuracy_ci")), CLEAN)
+    robust_ci = summary.get("robust_accuracy_ci") if isinstance(summary.get("robust_accuracy_ci"), Mapping) else {}
+    for attack, by_eps in _mapping(summary.get("robust_accuracy", {}), label, "robust_accuracy").items():
+        widths = robust_ci.get(attack) if isinstance(robust_ci.get(attack), Mapping) else {}
+        for eps, accuracy in _mapping(by_eps, label, f"robust_accuracy.{attack}").items():
+            found[f"{attack}@{eps}"] = (_number(accuracy, label, f"robust_accuracy.{attack}.{eps}"), -1,
+                                        _half_width(widths.get(eps)), (attack, eps))
+    worst_ci = summary.get("worst_case_ci") if isinstance(summary.get("worst_case_ci"), Mapping) else {}
+    for eps, accuracy in _mapping(summary.get("worst_case", {}), label, "worst_case").items():
+        found[f"worst_case@{eps}"] = (_number(accuracy, label, f"worst_case.{eps}"), -1,
+                                      _half_width(worst_ci.get(eps)), ("worst case", eps))
+    return found
+
+
+def _paired_metrics(baseline: object, current: object, labels: tuple[str, str]) -> tuple[Metrics, Metrics]:
+    kinds = summary_kind(baseline, labels[0]), summary_kind(current, labels[1])
+    if kinds[0] != kinds[1]:
+        raise ComparisonError(f"{labels[0]} is an {kinds[0]} summary but {labels[1]} is an {kinds[1]} summary; "
+                              "compare runs of the same command")
+    before, after = _metrics(baseline, labels[0]), _metrics(current, labels[1])
+    missing = [m for m, (value, *_) in before.items() if value is not None and after.get(m, (None,))[0] is None]
+    if missing:
+        raise ComparisonError(f"{labels[1]} lacks {len(missing)} metric(s) that {labels[0]} has "
+                              f"({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}); run the same cells")
+    return before, after
+
+
+def _rows(before: Metrics, after: Metrics) -> list[tuple[str, float | None, float | None, int, tuple | None]]:
+    rows = []
+    for metric in [*before, *(m for m in after if m not in before)]:
+        old, direction, _, key = before.get(metric, (None, +1, None, None))
+        new, direction, _, key = after.get(metric, (None, direction, None, key))
+        if old is not None or new is not None:  # a cell neither run has (a severity not run, mCE of a partial run)
+            rows.append((metric, old, new, direction, key))
+    return rows
+
+
+def compare(baseline: object, current: object, labels: tuple[str, str] = ("baseline", "current")) -> Comparison:
+    """Two run summaries, unpaired: each difference's interval combines the summaries' own
+    intervals in quadrature (conservative where the images are in fact the same)."""
+    before, after = _paired_metrics(baseline, current, labels)
+    differences = []
+    for metric, old, new, direction, _ in _rows(before, after):
+        worse = direction * (new - old) if old is not None and new is not None else None
+        widths = before.get(metric, (None,) * 4)[2], after.get(metric, (None,) * 4)[2]
+        interval, significant = None, None
+        if worse is not None and None not in widths:
+            half = math.hypot(*widths)
+            interval, significant = (round(worse - half, 4), round(worse + half, 4)), abs(worse) > half
+        differences.append(Difference(metric, old, new, None if worse is None else round(worse, 4), interval,
+                                      None, significant))
+    known = any(d.interval for d in differences)
+    note = ("unpaired: JSON summaries carry no per-image outcomes, so each interval combines the two summaries' "
+            "own intervals" if known else "no intervals: the summaries carry none (written before they existed)")
+    return Comparison(differences, paired=False, note=note)
+
+
+def _subset(run: Run) -> tuple:
+    """What decides which images a run saw: the same tuple means the same images, in the same order."""
+    config = run.config
+    return (config.get("dataset"), config.get("dataset_size"), config.get("class_index_sha256"),
+            config.get("source"), config.get("limit"), config.get("seed") if config.get("limit") else None)
+
+
+def _summary(store: ResultStore, run: Run, confidence: float | None) -> dict:
+    cells = store.cells(run)
+    return (summarize_corruptions(run, cells, [], confidence) if run.kind == "corruption"
+            else summarize_attacks(run, cells, confidence))
+
+
+def _hits(cells: Mapping[tuple[str, str], Cell], key: tuple[str, str], size: int) -> np.ndarray | None:
+    """Per-image outcomes (correct, or robust) of a cell; the worst case is robust to every attack."""
+    if key[0] == "worst case":
+        masks = [c.mask for (name, level), c in cells.items() if level == key[1] and name != "clean"]
+        return np.logical_and.reduce([unpack_flags(m)[:size] for m in masks]) if all(masks) and masks else None
+    cell = cells.get(key)
+    return unpack_flags(cell.mask)[:size] if cell is not None and cell.mask is not None else None
+
+
+def compare_runs(store: ResultStore, baseline: Run, current: Run, labels: tuple[str, str],
+                 alpha: float = DEFAULT_ALPHA) -> Comparison:
+    """Two stored runs; paired (McNemar per cell, Holm over cells; paired bootstrap for the
+    aggregates) when they saw the same images and kept per-image outcomes, unpaired otherwise."""
+    cells = store.cells(baseline), store.cells(current)
+    sizes = {c.n for group in cells for c in group.values()}
+    skipped = any(c.skipped for group in cells for c in group.values())
+    if _subset(baseline) != _subset(current) or len(sizes) != 1 or skipped:
+        reason = ("the runs saw different images (dataset, class mapping, limit or subset seed differ)"
+                  if _subset(baseline) != _subset(current) else "the runs skipped unreadable images")
+        result = compare(_summary(store, baseline, 1 - alpha), _summary(store, current, 1 - alpha), labels)
+        return Comparison(result.differences, False, f"unpaired, {reason}: {result.note}")
+    size = sizes.pop()
+    before, after = _paired_metrics(_summary(store, baseline, None), _summary(store, current, None), labels)
+    rows = _rows(before, after)
+    tests = {}
+    for metric, _, _, _, key in rows:
+        hits = (_hits(cells[0], key, size), _hits(cells[1], key, size)) if key else (None, None)
+        if hits[0] is not None and hits[1] is not None:
+            tests[metric] = mcnemar_exact(int((hits[0] & ~hits[1]).sum()), int((~hits[0] & hits[1]).sum()))
+    if not tests and any(key for *_, key in rows):
+        result = compare(_summary(store, baseline, 1 - alpha), _summary(store, current, 1 - alpha), labels)
+        return Comparison(result.differences, False, "unpaired, no per-image outcomes stored (an older database): "
+                          + result.note)
+    adjusted = dict(zip(tests, holm(list(tests.values()))))
+    aggregates = _aggregate_intervals(baseline, cells, size, alpha) if baseline.kind == "corruption" else {}
+    differences = []
+    for metric, old, new, direction, _ in rows:
+        worse = direction * (new - old) if old is not None and new is not None else None
+        p_value, interval = adjusted.get(metric), aggregates.get(metric)
+        significant = (p_value < alpha) if p_value is not None else (
+            not interval[0] <= 0 <= interval[1] if interval else None)
+        differences.append(Difference(metric, old, new, None if worse is None else round(worse, 4), interval,
+                                      p_value, significant))
+    return Comparison(differences, True, f"paired over the same {size} images: McNemar's exact test per cell "
+                      f"(Holm-corrected over {len(tests)} cells), paired bootstrap for the aggregates; alpha {alpha:g}")
+
+
+def _aggregate_intervals(run: Run, cells: tuple[Mapping, Mapping], size: int, alpha: float) -> dict:
+    """Paired bootstrap intervals of current − baseline for mean error, mCE and relative mCE."""
+    keys = sorted(set(cells[0]) & set(cells[1]))
+    if any(cells[i][k].mask is None for i in (0, 1) for k in keys):
+        return {}
+    outcomes = np.stack([~unpack_flags(cells[i][k].mask)[:size] for i in (0, 1) for k in keys])
+    corruption_keys = [k for k in keys if k != CLEAN]
+
+    def table(rates: np.ndarray) -> dict:
+        by_key = dict(zip(keys, rates))
+        return {name: [by_key.get((name, str(s))) for s in range(1, 6)] for name, _ in corruption_keys}
+
+    def difference(aggregate: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
+        return lambda rates: aggregate(rates[len(keys):]) - aggregate(rates[: len(keys)])
+
+    found = {}
+    statistics = {"mean_error": lambda rates: mean_error(table(rates))}
+    complete = all((n, str(s)) in keys for n, _ in corruption_keys for s in range(1, 6))
+    if complete and len({n for n, _ in corruption_keys}) >= 15:
+        statistics["mCE"] = lambda rates: mce(table(rates))
+        if CLEAN in keys:
+            statistics["relative_mCE"] = lambda rates: relative_mce(table(rates), dict(zip(keys, rates))[CLEAN])
+    for metric, statistic in statistics.items():
+        try:
+            low, high = bootstrap_interval(outcomes, difference(statistic), confidence=1 - alpha)
+        except ValueError:  # not computable for these cells (e.g. mCE of a non-ImageNet run)
+            continue
+        found[metric] = (round(low, 4), round(high, 4))
+    return found
