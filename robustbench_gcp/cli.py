@@ -273,9 +273,9 @@ def _cmd_table(args: argparse.Namespace) -> None:
     confidence = args.ci / 100 or None
     tables = []
     if chosen["corruption"]:
-        tables.append(corruption_table(store, chosen["corruption"], args.format, confidence))
+        tables.append(corruption_table(store, chosen["corruption"], args.format, confidence, args.pairs, args.alpha))
     if chosen["attack"]:
-        tables.append(attack_tables(store, chosen["attack"], args.format, confidence))
+        tables.append(attack_tables(store, chosen["attack"], args.format, confidence, args.pairs, args.alpha))
     print("\n\n".join(tables))
 
 
@@ -507,6 +507,9 @@ def _table_arguments(parser: argparse.ArgumentParser) -> None:
                         help="table format; csv is one table with a row per number (run, metric, level, value)")
     parser.add_argument("--ci", type=float, default=95.0,
                         help="show value ± half-width of this confidence interval (percent; 0: none)")
+    parser.add_argument("--pairs", action="store_true",
+                        help="after each GAP/GCP twin over the same images: their difference, * where significant")
+    parser.add_argument("--alpha", type=float, default=0.05, help="significance level of --pairs")
 
 
 def _runs_arguments(parser: argparse.ArgumentParser) -> None:

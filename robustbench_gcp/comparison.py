@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -45,6 +45,10 @@ class Comparison:
     differences: list[Difference]
     paired: bool
     note: str  # how the uncertainty was obtained
+    corruption_intervals: dict[str, tuple[float, float]] = field(default_factory=dict)  # paired: mean over severities
+
+    def by_metric(self) -> dict[str, Difference]:
+        return {d.metric: d for d in self.differences}
 
     def regressions(self, max_increase: float, significant_only: bool) -> list[Difference]:
         """Metrics worse by more than ``max_increase`` points (and significant, if asked)."""
@@ -167,6 +171,11 @@ def compare(baseline: object, current: object, labels: tuple[str, str] = ("basel
     return Comparison(differences, paired=False, note=note)
 
 
+def same_images(a: Run, b: Run) -> bool:
+    """Whether two runs saw the same images in the same order (so they can be compared pairwise)."""
+    return _subset(a) == _subset(b)
+
+
 def _subset(run: Run) -> tuple:
     """What decides which images a run saw: the same tuple means the same images, in the same order."""
     config = run.config
@@ -223,8 +232,10 @@ def compare_runs(store: ResultStore, baseline: Run, current: Run, labels: tuple[
             not interval[0] <= 0 <= interval[1] if interval else None)
         differences.append(Difference(metric, old, new, None if worse is None else round(worse, 4), interval,
                                       p_value, significant))
+    corruptions = {k: v for k, v in aggregates.items() if k not in ("mean_error", "mCE", "relative_mCE")}
     return Comparison(differences, True, f"paired over the same {size} images: McNemar's exact test per cell "
-                      f"(Holm-corrected over {len(tests)} cells), paired bootstrap for the aggregates; alpha {alpha:g}")
+                      f"(Holm-corrected over {len(tests)} cells), paired bootstrap for the aggregates; alpha {alpha:g}",
+                      corruptions)
 
 
 def _aggregate_intervals(run: Run, cells: tuple[Mapping, Mapping], size: int, alpha: float) -> dict:
@@ -244,6 +255,9 @@ def _aggregate_intervals(run: Run, cells: tuple[Mapping, Mapping], size: int, al
 
     found = {}
     statistics = {"mean_error": lambda rates: mean_error(table(rates))}
+    for name in dict.fromkeys(n for n, _ in corruption_keys):  # each corruption's mean over its severities
+        rows = [i for i, k in enumerate(keys) if k[0] == name]
+        statistics[name] = lambda rates, rows=rows: 100 * rates[rows].mean(axis=0)
     complete = all((n, str(s)) in keys for n, _ in corruption_keys for s in range(1, 6))
     if complete and len({n for n, _ in corruption_keys}) >= 15:
         statistics["mCE"] = lambda rates: mce(table(rates))

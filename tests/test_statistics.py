@@ -153,3 +153,25 @@ def test_compare_formats_say_the_same(tmp_path):
     assert sorted(failed) == report["regressions"] and suite.get("failures") == "2"
     for entry in report["differences"]:
         assert f"| {entry['metric']}" in markdown.stdout and f"{entry['worse_by']:.2f}" in markdown.stdout
+
+
+def test_table_puts_each_gap_model_next_to_its_gcp_twin(tmp_path, cifar_test_dir, resnet20_file):
+    from conftest import copy_per_class
+    from conftest import run_cli_in_process as cli
+
+    data = copy_per_class(cifar_test_dir, tmp_path / "data", 20)
+    db = str(tmp_path / "r.sqlite")
+    for model in (["--model", "CIFAR10_ResNet20_GAP", "--checkpoint", str(resnet20_file)],
+                  ["--model", "cifar_resnet20_gcp"]):  # GCP with random weights: far worse
+        common = [*model, "--data", str(data), "--workers", "0", "--quiet", "--db", db]
+        assert cli("eval-corruption", *common, "--corruptions", "contrast,fog", "--severities", "1,5").returncode == 0
+        assert cli("eval-attack", *common, "--eps", "0,1/255", "--steps", "2").returncode == 0
+    table = cli("table", "--db", db, "--pairs")
+    assert table.returncode == 0, table.stderr
+    header = table.stdout.splitlines()[0]
+    assert header.index("CIFAR10_ResNet20_GAP") < header.index("cifar_resnet20_gcp") < header.index("Δ GCP − GAP")
+    clean = next(line for line in table.stdout.splitlines() if line.startswith("| clean error"))
+    delta = clean.rstrip(" |").rsplit("|", 1)[1].strip()
+    assert delta.startswith("+") and delta.endswith("*"), clean  # worse, and significantly so
+    assert "Δ GCP − GAP | -" in table.stdout.replace("  ", "") or "| Δ GCP − GAP" in table.stdout
+    assert "McNemar" in table.stdout

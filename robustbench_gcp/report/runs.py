@@ -41,6 +41,12 @@ def select_runs(store: ResultStore, kind: str, *, models: Sequence[str] | None =
     return sorted(runs, key=_column_order)
 
 
+def twins(gap: Run, gcp: Run) -> bool:
+    """A GAP run and a GCP run of the same backbone (the paper's pairs)."""
+    first, second = _column_order(gap), _column_order(gcp)
+    return first[:2] == second[:2] and first[0] != "~" and (first[2], second[2]) == ("gap", "gcp")
+
+
 def _attack_parameters(config: dict) -> str:
     steps, rel = config.get("steps"), config.get("rel_stepsize")
     if steps is None and rel is None:

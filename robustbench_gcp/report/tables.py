@@ -9,14 +9,14 @@ from collections.abc import Sequence
 
 from tabulate import tabulate
 
-from ..comparison import Comparison
+from ..comparison import DEFAULT_ALPHA, Comparison, compare_runs, same_images
 from ..corruptions import names
 from ..metrics import corruption_error
 from ..models.catalog import CatalogEntry
 from ..results import ResultStore, Run
 from ..statistics import DEFAULT_CONFIDENCE
 from ..summaries import is_imagenet_run, summarize_attacks, summarize_corruptions
-from .runs import imagenet_metrics, run_label, run_labels
+from .runs import imagenet_metrics, run_label, run_labels, twins
 
 TABLE_FORMATS = ("github", "latex", "plain", "csv")
 
@@ -50,7 +50,8 @@ def render(rows: list[list], headers: list[str], fmt: str) -> str:
         writer.writerow(headers)
         writer.writerows([["" if v is None else v for v in row] for row in rows])
         return buffer.getvalue()
-    return tabulate(rows, headers=headers, tablefmt=fmt, floatfmt=".2f", missingval="")
+    rows = [[f"{v:.2f}" if isinstance(v, float) else v for v in row] for row in rows]  # also in mixed columns
+    return tabulate(rows, headers=headers, tablefmt=fmt, disable_numparse=True, missingval="")
 
 
 def _summaries(store: ResultStore, runs: Sequence[Run], confidence: float | None = None) -> list[dict]:
@@ -65,11 +66,53 @@ def _with_interval(value: float | None, interval: list[float] | None, fmt: str) 
     return f"{value:.2f} ± {(interval[1] - interval[0]) / 2:.2f}"
 
 
+def _twin_columns(store: ResultStore, runs: Sequence[Run], alpha: float) -> dict[int, Comparison]:
+    """Column of each GCP run whose GAP twin (same architecture, same images) is the column before:
+    the paired comparison GAP → GCP."""
+    labels = run_labels(runs)
+    found = {}
+    for index in range(1, len(runs)):
+        gap, gcp = runs[index - 1], runs[index]
+        if twins(gap, gcp) and same_images(gap, gcp) and gap.config.get("protocol") == gcp.config.get("protocol"):
+            found[index] = compare_runs(store, gap, gcp, (labels[index - 1], labels[index]), alpha)
+    return found
+
+
+def _delta(value: float | None, significant: bool | None) -> str | None:
+    return None if value is None else f"{value:+.2f}{'*' if significant else ''}"
+
+
+def _with_twins(rows: list[list], metrics: list[str], comparisons: dict[int, Comparison], headers: list[str],
+                negate: bool = False) -> tuple[list[list], list[str]]:
+    """A "Δ GCP − GAP" column after each twin pair: the difference, * where significant."""
+    for index in sorted(comparisons, reverse=True):
+        comparison = comparisons[index]
+        differences = comparison.by_metric()
+        column = []
+        for row, metric in zip(rows, metrics):
+            gap, gcp = row[index], row[index + 1]
+            delta = None
+            if isinstance(gap, (int, float)) and isinstance(gcp, (int, float)):
+                delta = gcp - gap
+            elif metric in differences and differences[metric].worse_by is not None:
+                delta = -differences[metric].worse_by if negate else differences[metric].worse_by
+            interval = comparison.corruption_intervals.get(metric)
+            significant = (not interval[0] <= 0 <= interval[1]) if interval else (
+                differences[metric].significant if metric in differences else None)
+            column.append(_delta(delta, significant))
+        for row, value in zip(rows, column):
+            row.insert(index + 2, value)
+        headers.insert(index + 2, "Δ GCP − GAP")
+    return rows, headers
+
+
 def corruption_table(store: ResultStore, runs: Sequence[Run], fmt: str = "github",
-                     confidence: float | None = DEFAULT_CONFIDENCE) -> str:
+                     confidence: float | None = DEFAULT_CONFIDENCE, pairs: bool = False,
+                     alpha: float = DEFAULT_ALPHA) -> str:
     """Per-corruption CE on ImageNet-sized runs where all five severities ran, mean error (%)
     otherwise; runs as columns; clean error and the aggregates with ± the half-width of their
-    ``confidence`` interval."""
+    ``confidence`` interval. ``pairs``: a difference column after each GAP/GCP twin pair, with
+    its paired significance."""
     if not runs:
         return "no corruption runs in the store"
     summaries = _summaries(store, runs, confidence)
@@ -77,6 +120,7 @@ def corruption_table(store: ResultStore, runs: Sequence[Run], fmt: str = "github
     corruptions = [n for n in names("all") if any(n in s["errors"] for s in summaries)]
     rows: list[list] = [["clean error (%)", *[_with_interval(s["clean_error"], s.get("clean_error_ci"), fmt)
                                               for s in summaries]]]
+    row_metrics = ["clean_error", *corruptions]
     for name in corruptions:
         complete = imagenet and all(
             is_imagenet_run(r) and name in s["errors"] and None not in s["errors"][name]
@@ -95,13 +139,21 @@ def corruption_table(store: ResultStore, runs: Sequence[Run], fmt: str = "github
         ("mean_error", "mean error (%)"),)
     for key, label in metrics:
         rows.append([label, *[_with_interval(s[key], s.get(f"{key}_ci"), fmt) for s in summaries]])
-    return render(rows, ["metric", *run_labels(runs)], fmt)
+        row_metrics.append(key)
+    headers = ["metric", *run_labels(runs)]
+    comparisons = _twin_columns(store, runs, alpha) if pairs else {}
+    rows, headers = _with_twins(rows, row_metrics, comparisons, headers)
+    footnote = (f"\n\nΔ GCP − GAP: * significant at alpha {alpha:g} (paired over the same images: McNemar, "
+                "Holm-corrected, for the clean error; paired bootstrap otherwise)") if comparisons else ""
+    return render(rows, headers, fmt) + footnote
 
 
 def attack_tables(store: ResultStore, runs: Sequence[Run], fmt: str = "github",
-                  confidence: float | None = DEFAULT_CONFIDENCE) -> str:
+                  confidence: float | None = DEFAULT_CONFIDENCE, pairs: bool = False,
+                  alpha: float = DEFAULT_ALPHA) -> str:
     """Robust accuracy (%): one block per attack plus, with several attacks, the worst case;
-    runs as rows, ε as columns; each value ± the half-width of its ``confidence`` interval."""
+    runs as rows, ε as columns; each value ± the half-width of its ``confidence`` interval.
+    ``pairs``: a difference row after each GAP/GCP twin pair, with its McNemar significance."""
     if not runs:
         return "no attack runs in the store"
     summaries = _summaries(store, runs, confidence)
@@ -111,14 +163,27 @@ def attack_tables(store: ResultStore, runs: Sequence[Run], fmt: str = "github",
               for a in attacks]
     if len(attacks) > 1:
         blocks.append(("worst case over attacks", [(s["worst_case"], s.get("worst_case_ci", {})) for s in summaries]))
+    comparisons = _twin_columns(store, runs, alpha) if pairs else {}
     text = []
     for title, per_run in blocks:
         levels = list(dict.fromkeys(level for values, _ in per_run for level in values))
         rows = [[label, _with_interval(summary["clean_accuracy"], summary.get("clean_accuracy_ci"), fmt),
                  *[_with_interval(values.get(level), intervals.get(level), fmt) for level in levels]]
                 for label, summary, (values, intervals) in zip(labels, summaries, per_run)]
+        prefix = "worst_case" if title.startswith("worst case") else title
+        for index in sorted(comparisons, reverse=True):  # a difference row after each twin pair
+            differences = comparisons[index].by_metric()
+            row = ["Δ GCP − GAP"]
+            for metric in ["clean_accuracy", *[f"{prefix}@{level}" for level in levels]]:
+                found = differences.get(metric)
+                row.append(_delta(-found.worse_by, found.significant) if found and found.worse_by is not None
+                           else None)
+            rows.insert(index + 1, row)
         headers = ["run", "clean", *[f"eps {v}" for v in levels]]
         text.append(f"{title} (robust accuracy %)\n" + render(rows, headers, fmt))
+    if comparisons:
+        text.append(f"Δ GCP − GAP: * significant at alpha {alpha:g} (McNemar's exact test over the same images, "
+                    "Holm-corrected)")
     return "\n\n".join(text)
 
 
