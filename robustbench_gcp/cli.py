@@ -174,10 +174,21 @@ def _cmd_corrupt(args: argparse.Namespace) -> None:
     print(f"wrote {summary.written} images, skipped {summary.skipped} already present, into {config.out}")
 
 
+def _print_own_run(summary: dict, db: Path, table: Callable) -> None:
+    """The table of the run an evaluation made (rank 0; other ranks get no summary)."""
+    if not summary:
+        return
+    from .results import ResultStore
+
+    store = ResultStore(db)
+    print(table(store, [store.get(summary["run_id"])]))
+    if summary["skipped_unreadable"]:
+        print(f"skipped {summary['skipped_unreadable']} unreadable images (use --strict to fail instead)")
+
+
 def _cmd_eval_corruption(args: argparse.Namespace) -> None:
     from .evaluate.corruption import CorruptionEvalConfig, evaluate_corruptions
     from .report import corruption_table
-    from .results import ResultStore
 
     config = CorruptionEvalConfig(
         model=args.model, data=Path(args.data), checkpoint=_path(args.checkpoint), num_classes=args.num_classes,
@@ -187,18 +198,12 @@ def _cmd_eval_corruption(args: argparse.Namespace) -> None:
         strict=args.strict, clean_data=_path(args.clean_data), class_index=_path(args.class_index),
         db=Path(args.db), json=_path(args.json), name=args.name,
     )
-    summary = evaluate_corruptions(config, progress=not args.quiet)
-    if summary:
-        store = ResultStore(config.db)
-        print(corruption_table(store, [store.get(summary["run_id"])]))
-        if summary["skipped_unreadable"]:
-            print(f"skipped {summary['skipped_unreadable']} unreadable images (use --strict to fail instead)")
+    _print_own_run(evaluate_corruptions(config, progress=not args.quiet), config.db, corruption_table)
 
 
 def _cmd_eval_attack(args: argparse.Namespace) -> None:
     from .evaluate.attack import AttackEvalConfig, evaluate_attacks
     from .report import attack_tables
-    from .results import ResultStore
 
     config = AttackEvalConfig(
         model=args.model, data=Path(args.data), attacks=args.attacks, eps=args.eps,
@@ -208,12 +213,7 @@ def _cmd_eval_attack(args: argparse.Namespace) -> None:
         strict=args.strict, class_index=_path(args.class_index), db=Path(args.db), json=_path(args.json),
         name=args.name,
     )
-    summary = evaluate_attacks(config, progress=not args.quiet)
-    if summary:
-        store = ResultStore(config.db)
-        print(attack_tables(store, [store.get(summary["run_id"])]))
-        if summary["skipped_unreadable"]:
-            print(f"skipped {summary['skipped_unreadable']} unreadable images (use --strict to fail instead)")
+    _print_own_run(evaluate_attacks(config, progress=not args.quiet), config.db, attack_tables)
 
 
 def _cmd_train(args: argparse.Namespace) -> None:

@@ -20,7 +20,7 @@ from .errors import Error
 from .metrics import mce, mean_error, relative_mce
 from .results import Cell, ResultStore, Run
 from .statistics import bootstrap_interval, holm, mcnemar_exact
-from .summaries import CLEAN, summarize_attacks, summarize_corruptions, unpack_flags
+from .summaries import CLEAN, summarize, unpack_flags
 
 DEFAULT_ALPHA = 0.05
 
@@ -183,10 +183,11 @@ def _subset(run: Run) -> tuple:
             config.get("source"), config.get("limit"), config.get("seed") if config.get("limit") else None)
 
 
-def _summary(store: ResultStore, run: Run, confidence: float | None) -> dict:
-    cells = store.cells(run)
-    return (summarize_corruptions(run, cells, [], confidence) if run.kind == "corruption"
-            else summarize_attacks(run, cells, confidence))
+def _unpaired(store: ResultStore, runs: tuple[Run, Run], labels: tuple[str, str], alpha: float,
+              reason: str) -> Comparison:
+    """The unpaired comparison of two stored runs, saying why they could not be paired."""
+    result = compare(*(summarize(run, store.cells(run), 1 - alpha) for run in runs), labels)
+    return Comparison(result.differences, False, f"unpaired, {reason}: {result.note}")
 
 
 def _hits(cells: Mapping[tuple[str, str], Cell], key: tuple[str, str], size: int) -> np.ndarray | None:
@@ -205,13 +206,13 @@ def compare_runs(store: ResultStore, baseline: Run, current: Run, labels: tuple[
     cells = store.cells(baseline), store.cells(current)
     sizes = {c.n for group in cells for c in group.values()}
     skipped = any(c.skipped for group in cells for c in group.values())
-    if _subset(baseline) != _subset(current) or len(sizes) != 1 or skipped:
-        reason = ("the runs saw different images (dataset, class mapping, limit or subset seed differ)"
-                  if _subset(baseline) != _subset(current) else "the runs skipped unreadable images")
-        result = compare(_summary(store, baseline, 1 - alpha), _summary(store, current, 1 - alpha), labels)
-        return Comparison(result.differences, False, f"unpaired, {reason}: {result.note}")
+    if not same_images(baseline, current):
+        return _unpaired(store, (baseline, current), labels, alpha,
+                         "the runs saw different images (dataset, class mapping, limit or subset seed differ)")
+    if len(sizes) != 1 or skipped:
+        return _unpaired(store, (baseline, current), labels, alpha, "the runs skipped unreadable images")
     size = sizes.pop()
-    before, after = _paired_metrics(_summary(store, baseline, None), _summary(store, current, None), labels)
+    before, after = _paired_metrics(summarize(baseline, cells[0], None), summarize(current, cells[1], None), labels)
     rows = _rows(before, after)
     tests = {}
     for metric, _, _, _, key in rows:
@@ -219,11 +220,10 @@ def compare_runs(store: ResultStore, baseline: Run, current: Run, labels: tuple[
         if hits[0] is not None and hits[1] is not None:
             tests[metric] = mcnemar_exact(int((hits[0] & ~hits[1]).sum()), int((~hits[0] & hits[1]).sum()))
     if not tests and any(key for *_, key in rows):
-        result = compare(_summary(store, baseline, 1 - alpha), _summary(store, current, 1 - alpha), labels)
-        return Comparison(result.differences, False, "unpaired, no per-image outcomes stored (an older database): "
-                          + result.note)
+        return _unpaired(store, (baseline, current), labels, alpha,
+                         "no per-image outcomes stored (an older database)")
     adjusted = dict(zip(tests, holm(list(tests.values()))))
-    aggregates = _aggregate_intervals(baseline, cells, size, alpha) if baseline.kind == "corruption" else {}
+    aggregates = _aggregate_intervals(cells, size, alpha) if baseline.kind == "corruption" else {}
     differences = []
     for metric, old, new, direction, _ in rows:
         worse = direction * (new - old) if old is not None and new is not None else None
@@ -238,7 +238,7 @@ def compare_runs(store: ResultStore, baseline: Run, current: Run, labels: tuple[
                       corruptions)
 
 
-def _aggregate_intervals(run: Run, cells: tuple[Mapping, Mapping], size: int, alpha: float) -> dict:
+def _aggregate_intervals(cells: tuple[Mapping, Mapping], size: int, alpha: float) -> dict:
     """Paired bootstrap intervals of current − baseline for mean error, mCE and relative mCE."""
     keys = sorted(set(cells[0]) & set(cells[1]))
     if any(cells[i][k].mask is None for i in (0, 1) for k in keys):

@@ -164,3 +164,10 @@ def summarize_attacks(run: Run, cells: Mapping[tuple[str, str], Cell],
         "skipped_unreadable": _skipped(run, cells),
         **intervals,
     }
+
+
+def summarize(run: Run, cells: Mapping[tuple[str, str], Cell], confidence: float | None = DEFAULT_CONFIDENCE) -> dict:
+    """The summary of a stored run of either kind."""
+    if run.kind == "corruption":
+        return summarize_corruptions(run, cells, [], confidence)
+    return summarize_attacks(run, cells, confidence)

@@ -76,11 +76,16 @@ def check_images(images: Tensor, protocol: str) -> None:
         )
 
 
+def is_severity(value: object) -> bool:
+    """An integer from 1 to 5 (not a bool, not a float)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 5
+
+
 def check_options(name: str, severity: int, protocol: str, backend: str) -> None:
     check_name(name)
     if protocol not in PROTOCOLS:
         raise CorruptionError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
-    if isinstance(severity, bool) or not isinstance(severity, int) or not 1 <= severity <= 5:
+    if not is_severity(severity):
         raise CorruptionError(f"severity must be an integer from 1 to 5, got {severity!r}")
     if backend not in BACKENDS:
         raise CorruptionError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")

@@ -20,6 +20,7 @@ from torchvision import transforms
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
 from ..corruptions import names as corruption_names
+from ..corruptions.api import is_severity
 from .folders import RESIZE_FROM, DatasetError, _balanced_indices, eval_transform
 
 SOURCES = ("generated", "imagenet-c", "cifar10-c")
@@ -156,7 +157,7 @@ class EvalSource:
 
     def check_cell(self, corruption: str, severity: int) -> None:
         """That a released cell exists, so a run is refused before its first cell rather than mid-way."""
-        if isinstance(severity, bool) or not isinstance(severity, int) or not 1 <= severity <= 5:
+        if not is_severity(severity):
             raise DatasetError(f"severity must be an integer from 1 to 5, got {severity!r}")
         if self.kind == "imagenet-c" and not (self.root / corruption / str(severity)).is_dir():
             raise DatasetError(f"{self.root / corruption / str(severity)} is missing from the ImageNet-C tree")

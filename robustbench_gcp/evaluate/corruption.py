@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..corruptions import BACKENDS, PROTOCOLS, corrupt, names
-from ..corruptions.api import check_name
+from ..corruptions.api import check_name, is_severity
 from ..corruptions.params import MIN_SIZE
 from ..data.sources import DatasetError, EvalSource
 from ..devices import as_model_input, autocast, effective_precision, prepare
@@ -83,7 +83,7 @@ def _check(config: CorruptionEvalConfig) -> None:
     if not config.severities:
         raise EvaluationError("--severities selects no severity; pass some of 1,2,3,4,5")
     for severity in config.severities:
-        if isinstance(severity, bool) or not isinstance(severity, int) or not 1 <= severity <= 5:
+        if not is_severity(severity):
             raise EvaluationError(f"--severities: {severity!r} is not a severity; severities are 1 to 5")
     if config.protocol is not None and config.protocol not in PROTOCOLS:
         raise EvaluationError(f"--protocol {config.protocol!r}: choose one of {', '.join(PROTOCOLS)}")
@@ -134,12 +134,14 @@ def run_identity(config: CorruptionEvalConfig, source: EvalSource, checkpoint_sh
 class _CellRunner:
     """Evaluates cells of one run on this rank's share of the images."""
 
-    def __init__(self, config: CorruptionEvalConfig, model: nn.Module, source: EvalSource, ctx: DistContext,
-                 precision: str) -> None:
+    def __init__(self, config: CorruptionEvalConfig, model: nn.Module, source: EvalSource, indices: list[int],
+                 ctx: DistContext, precision: str) -> None:
         self.config, self.model, self.source, self.ctx, self.precision = config, model, source, ctx, precision
+        self.indices = indices
+        self.positions = {index: p for p, index in enumerate(indices)}
 
     @torch.inference_mode()
-    def run(self, name: str, level: str, indices: list[int], bar: Progress) -> Cell:
+    def run(self, name: str, level: str, bar: Progress) -> Cell:
         severity = int(level)
         dataset = self.source.clean if name == "clean" else self.source.cell(name, severity)
         corrupting = name != "clean" and self.source.on_the_fly
@@ -153,9 +155,8 @@ class _CellRunner:
             with autocast(self.precision, device):
                 return self.model(as_model_input(images)).float()
 
-        batches = ImageBatches(dataset, indices, config.batch_size, config.workers, self.ctx, config.strict)
-        return count_cell(name, level, batches, logits_of, {index: p for p, index in enumerate(indices)}, self.ctx,
-                          bar)
+        batches = ImageBatches(dataset, self.indices, config.batch_size, config.workers, self.ctx, config.strict)
+        return count_cell(name, level, batches, logits_of, self.positions, self.ctx, bar)
 
 
 def evaluate_corruptions(config: CorruptionEvalConfig, progress: bool = True) -> dict:
@@ -177,11 +178,11 @@ def evaluate_corruptions(config: CorruptionEvalConfig, progress: bool = True) ->
     run = start_run(store, "corruption", config.model, identity, config.name) if store else None
     wanted = [CLEAN] * (source.clean is not None) + [(c, str(s)) for c in config.corruptions for s in config.severities]
     pending = broadcast([cell for cell in wanted if cell not in store.cells(run)] if store else None, ctx)
-    runner = _CellRunner(config, model, source, ctx, precision)
+    runner = _CellRunner(config, model, source, indices, ctx, precision)
     bar = progress_bar(len(pending) * len(indices), "eval-corruption", progress and ctx.is_main)
     for name, level in pending:
         bar.set_postfix_str(f"{name} {level}")
-        cell = runner.run(name, level, indices, bar)
+        cell = runner.run(name, level, bar)
         if store:
             store.add_cell(run, cell)
         barrier(ctx)

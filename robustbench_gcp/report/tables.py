@@ -15,7 +15,7 @@ from ..metrics import corruption_error
 from ..models.catalog import CatalogEntry
 from ..results import ResultStore, Run
 from ..statistics import DEFAULT_CONFIDENCE
-from ..summaries import is_imagenet_run, summarize_attacks, summarize_corruptions
+from ..summaries import is_imagenet_run, summarize
 from .runs import imagenet_metrics, run_label, run_labels, twins
 
 TABLE_FORMATS = ("github", "latex", "plain", "csv")
@@ -55,8 +55,7 @@ def render(rows: list[list], headers: list[str], fmt: str) -> str:
 
 
 def _summaries(store: ResultStore, runs: Sequence[Run], confidence: float | None = None) -> list[dict]:
-    return [summarize_corruptions(r, store.cells(r), [], confidence) if r.kind == "corruption"
-            else summarize_attacks(r, store.cells(r), confidence) for r in runs]
+    return [summarize(r, store.cells(r), confidence) for r in runs]
 
 
 def _with_interval(value: float | None, interval: list[float] | None, fmt: str) -> float | str | None:
