@@ -24,6 +24,7 @@ from timing import median_seconds  # noqa: E402
 import robustbench_gcp as rg  # noqa: E402
 from robustbench_gcp.attacks import AttackSettings, parse_epsilons, run_attack  # noqa: E402
 from robustbench_gcp.devices import prepare  # noqa: E402
+from robustbench_gcp.rng import image_streams  # noqa: E402
 
 DATA = Path(os.environ.get("ROBUSTBENCH_GCP_TEST_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
@@ -67,7 +68,7 @@ def main() -> None:
     common = dict(steps=args.steps, rel_stepsize=2.5 / args.steps)
 
     def generators():
-        return [torch.Generator(device=device).manual_seed(i) for i in range(len(images))]
+        return image_streams(0, range(len(images)), "linf-pgd", 0, device)
 
     variants = {"native fp32": AttackSettings(backend="native", **common)}
     if device.type == "cuda":

@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from timing import default_devices, median_seconds  # noqa: E402
 
 from robustbench_gcp.corruptions import corrupt, names  # noqa: E402
+from robustbench_gcp.rng import image_streams  # noqa: E402
 
 
 def sample_images(count: int, size: int, seed: int = 0) -> torch.Tensor:
@@ -59,10 +60,10 @@ def reference_rate(images: torch.Tensor, name: str, severity: int, pool) -> tupl
 
 def native_rate(images: torch.Tensor, name: str, severity: int, device: torch.device, protocol: str) -> float:
     batch = images.to(device)
-    generator = torch.Generator(device=device).manual_seed(0)
+    streams = image_streams(0, range(len(batch)), name, severity, device)  # per-image streams, as evaluations draw
 
     def run() -> None:
-        corrupt(batch, name, severity, protocol=protocol, generator=generator)
+        corrupt(batch, name, severity, protocol=protocol, generator=streams, check_input=False)
 
     return len(batch) / median_seconds(run, device, repeats=3, warmup=1)
 
@@ -71,14 +72,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corruptions", default="all")
     parser.add_argument("--severity", type=int, default=3)
-    parser.add_argument("--batch", type=int, default=64, help="native batch size on the CPU")
+    parser.add_argument("--batch", type=int, default=64, help="native batch size on the CPU (0: skip the CPU)")
     parser.add_argument("--gpu-batch", type=int, default=256)
-    parser.add_argument("--reference-images", type=int, default=16)
+    parser.add_argument("--reference-images", type=int, default=16, help="0: skip the package (GPU rates only)")
     parser.add_argument("--protocol", default="imagecorruptions", help="native protocol to time")
     args = parser.parse_args()
     chosen = names(args.corruptions) if args.corruptions in ("all", "common", "extra") else args.corruptions.split(",")
     devices = default_devices()
-    cpu_images = sample_images(args.batch, 224)
+    cpu_images = sample_images(max(args.batch, args.reference_images), 224)
     gpu_images = sample_images(args.gpu_batch, 224, seed=1)
     print(f"torch {torch.__version__}, {os.cpu_count()} CPU cores, threads {torch.get_num_threads()}; "
           f"{', '.join(torch.cuda.get_device_name(d) if d.type == 'cuda' else 'cpu' for d in devices)}")
@@ -91,8 +92,10 @@ def main() -> None:
     gpu_rates = []
     with multiprocessing.get_context("spawn").Pool(os.cpu_count()) as pool:
         for name in chosen:
-            single, pooled = reference_rate(cpu_images[: args.reference_images], name, args.severity, pool)
-            cpu = native_rate(cpu_images, name, args.severity, torch.device("cpu"), args.protocol)
+            single, pooled = (reference_rate(cpu_images[: args.reference_images], name, args.severity, pool)
+                              if args.reference_images else (float("nan"), float("nan")))
+            cpu = native_rate(cpu_images[: args.batch], name, args.severity, torch.device("cpu"), args.protocol) \
+                if args.batch else float("nan")
             row = f"| {name} | {single:.0f} | {pooled:.0f} | {cpu:.0f} | {cpu / single:.1f} |"
             if gpu:
                 rate = native_rate(gpu_images, name, args.severity, torch.device("cuda"), args.protocol)

@@ -169,6 +169,7 @@ def _cmd_corrupt(args: argparse.Namespace) -> None:
         data=Path(args.data), out=Path(args.out), protocol=args.protocol, corruptions=args.corruptions,
         severities=args.severities, backend=args.backend, device=args.device or _default_device(),
         batch_size=args.batch_size, workers=args.workers, seed=args.seed, size=args.size,
+        chunk_size=args.chunk_size, decode=args.decode,
     )
     summary = export_corrupted_folder(config, progress=not args.quiet)
     print(f"wrote {summary.written} images, skipped {summary.skipped} already present, into {config.out}")
@@ -196,7 +197,8 @@ def _cmd_eval_corruption(args: argparse.Namespace) -> None:
         severities=args.severities, limit=args.limit, seed=args.seed, batch_size=args.batch_size,
         workers=args.workers, device=args.device, precision=_precision(args, "no_autocast", "fp32"),
         strict=args.strict, clean_data=_path(args.clean_data), class_index=_path(args.class_index),
-        db=Path(args.db), json=_path(args.json), name=args.name,
+        db=Path(args.db), json=_path(args.json), name=args.name, chunk_size=args.chunk_size, decode=args.decode,
+        compile=args.compile,
     )
     _print_own_run(evaluate_corruptions(config, progress=not args.quiet), config.db, corruption_table)
 
@@ -424,6 +426,9 @@ def _corrupt_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=0, help="DataLoader decode processes")
     parser.add_argument("--seed", type=int, default=0, help="seed of every random draw")
     parser.add_argument("--size", type=int, help="resize+center-crop side (default 224; 32 for cifar10-c, kept as is)")
+    parser.add_argument("--chunk-size", type=int, default=4096,
+                        help="images decoded once and corrupted in every (corruption, severity) before the next")
+    _decode_option(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -445,6 +450,22 @@ def _eval_corruption_arguments(parser: argparse.ArgumentParser) -> None:
     _corruption_options(parser)
     _run_options(parser)
     _precision_option(parser, "bf16", "no-autocast", "fp32")
+    parser.add_argument("--chunk-size", type=int,
+                        help="clean images decoded once and kept on the device while every pending cell runs "
+                        "(default: what fits a quarter of the free GPU memory, or 1 GiB on the CPU; results "
+                        "do not depend on it)")
+    _decode_option(parser)
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the model (faster on GPUs after a compile of tens of seconds)")
+
+
+def _decode_option(parser: argparse.ArgumentParser) -> None:
+    from .data.decode import DECODERS
+
+    parser.add_argument("--decode", choices=DECODERS, default="pil",
+                        help="JPEG decoding: pil (in the loader workers; the reference pixels) or device (in "
+                        "batches on the device, nvJPEG on CUDA: faster, but its pixels differ slightly from "
+                        "PIL's, see the README; PNGs and other formats still use PIL)")
 
 
 def _eval_attack_arguments(parser: argparse.ArgumentParser) -> None:

@@ -8,23 +8,29 @@ where it stopped; per-image seeds make the resumed output identical to an uninte
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
-from torch.utils.data import DataLoader, Subset
 
 from .corruptions.api import IMAGENET_C_JPEG_QUALITY, check_name, check_options, corrupt_to_uint8, names
 from .corruptions.ops import quiet_torchvision_codecs
 from .corruptions.params import MIN_SIZE
-from .data.folders import DatasetError, eval_transform
+from .data.batches import DeviceDecoding, ImageBatches, UnreadableImages
+from .data.decode import DECODERS
+from .data.folders import DatasetError, eval_geometry, eval_transform
 from .data.sources import ImageFiles, check_image_sizes, folder_samples
+from .devices import to_float_images
+from .distributed import DistContext
 from .errors import Error
 from .fileio import atomic_write_bytes
 from .progress import progress_bar
-from .rng import image_generators
+from .rng import image_streams
 
 DEFAULT_SIZE = {"imagenet-c": 224, "imagecorruptions": 224, "cifar10-c": 32}
 
@@ -48,6 +54,8 @@ class ExportConfig:
     workers: int = 0
     seed: int = 0
     size: int | None = None  # default: DEFAULT_SIZE[protocol]
+    chunk_size: int = 4096  # images decoded at once and corrupted in every cell
+    decode: str = "pil"  # or "device": JPEGs decoded in batches on the device (nvJPEG on CUDA)
 
 
 @dataclass
@@ -56,15 +64,15 @@ class ExportSummary:
     skipped: int = 0
 
 
-def _encode(batch: torch.Tensor, protocol: str) -> list[bytes]:
+def _encode(image: torch.Tensor, protocol: str) -> bytes:
+    """One uint8 (3, H, W) host image as the released files store it: libjpeg q85 (the released
+    encoder's output, bit for bit; never nvJPEG) or PNG."""
     from torchvision.io import encode_jpeg, encode_png
 
     with quiet_torchvision_codecs():
         if protocol == "imagenet-c":
-            encoded = encode_jpeg(list(batch.unbind(0)), quality=IMAGENET_C_JPEG_QUALITY)
-        else:
-            encoded = [encode_png(image) for image in batch.cpu().unbind(0)]
-    return [bytes(e.cpu().numpy().tobytes()) for e in encoded]
+            return encode_jpeg(image, quality=IMAGENET_C_JPEG_QUALITY).numpy().tobytes()
+        return encode_png(image).numpy().tobytes()
 
 
 def relative_targets(root: Path, sources: Sequence[str], protocol: str) -> list[Path]:
@@ -95,13 +103,20 @@ def _check(config: ExportConfig) -> int:
     if size < MIN_SIZE[config.protocol]:
         raise ExportError(f"--size {size}: protocol {config.protocol!r} needs images of at least "
                           f"{MIN_SIZE[config.protocol]} px")
-    if config.batch_size < 1 or config.workers < 0:
-        raise ExportError("--batch-size must be positive and --workers 0 or more")
+    if config.batch_size < 1 or config.workers < 0 or config.chunk_size < 1:
+        raise ExportError("--batch-size and --chunk-size must be positive and --workers 0 or more")
+    if config.decode not in DECODERS:
+        raise ExportError(f"--decode {config.decode!r}: choose one of {', '.join(DECODERS)}")
     return size
 
 
 def export_corrupted_folder(config: ExportConfig, progress: bool = True) -> ExportSummary:
-    """Corrupt every image of ``config.data`` for each (corruption, severity) and write it."""
+    """Corrupt every image of ``config.data`` for each (corruption, severity) and write it.
+
+    Images are read in chunks decoded once (on the device with ``decode="device"``); every
+    (corruption, severity) still missing files corrupts the chunk on the device, and a pool of
+    threads encodes and writes the files while the next batch is corrupted.
+    """
     for name in config.corruptions:
         check_name(name)
     size = _check(config)
@@ -112,27 +127,44 @@ def export_corrupted_folder(config: ExportConfig, progress: bool = True) -> Expo
     relative = relative_targets(root, [path for path, _ in samples], config.protocol)
     summary = ExportSummary()
     cells = [(c, s) for c in config.corruptions for s in config.severities]
+    targets = {cell: [config.out / cell[0] / str(cell[1]) / path for path in relative] for cell in cells}
+    missing = {cell: np.array([not target.exists() for target in targets[cell]], dtype=bool) for cell in cells}
+    summary.skipped = int(sum((~m).sum() for m in missing.values()))
     bar = progress_bar(len(cells) * len(dataset), "corrupt", progress)
-    for corruption, severity in cells:
-        targets = [config.out / corruption / str(severity) / path for path in relative]
-        pending = [i for i, target in enumerate(targets) if not target.exists()]
-        summary.skipped += len(targets) - len(pending)
-        bar.update(len(targets) - len(pending))
-        bar.set_postfix_str(f"{corruption} {severity}")
-        loader = DataLoader(Subset(dataset, pending), batch_size=config.batch_size, num_workers=config.workers,
-                            pin_memory=config.device != "cpu")
-        for images, _, indices, readable in loader:
-            if not readable.all():
-                bad = samples[int(indices[~readable][0])][0]
-                raise DatasetError(f"{bad} cannot be decoded as an image; remove or replace it and rerun "
-                                   "(images already written are kept)")
-            batch = images.to(config.device, non_blocking=True).float().div_(255)
-            generators = image_generators(config.seed, indices.tolist(), corruption, severity, config.device)
-            corrupted = corrupt_to_uint8(batch, corruption, severity, protocol=config.protocol,
-                                         backend=config.backend, generator=generators)
-            for index, data in zip(indices.tolist(), _encode(corrupted, config.protocol)):
-                atomic_write_bytes(targets[index], data)
-            summary.written += len(indices)
-            bar.update(len(indices))
+    bar.update(summary.skipped)
+    device = torch.device(config.device)
+    decoding = DeviceDecoding(eval_geometry(size), size) if config.decode == "device" else None
+    work = np.flatnonzero(np.logical_or.reduce(list(missing.values())))
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as writers:
+        for start in range(0, len(work), config.chunk_size):
+            chunk = work[start : start + config.chunk_size]
+            batches = ImageBatches(dataset, chunk.tolist(), config.batch_size, config.workers,
+                                   DistContext(device=device), strict=True, decoding=decoding)
+            try:
+                images, _, indices = (torch.cat(column) for column in zip(*list(batches)))
+            except UnreadableImages as error:
+                raise DatasetError(f"{error}: remove or replace them and rerun (images already written are kept)") \
+                    from None
+            for corruption, severity in cells:
+                wanted = torch.from_numpy(missing[corruption, severity][indices.numpy()])
+                bar.set_postfix_str(f"{corruption} {severity}")
+                for batch, index in _batches_of(images, indices, wanted, config.batch_size):
+                    streams = image_streams(config.seed, index, corruption, severity, device)
+                    corrupted = corrupt_to_uint8(to_float_images(batch, device), corruption, severity,
+                                                 protocol=config.protocol, backend=config.backend, generator=streams,
+                                                 check_input=False).cpu()
+                    paths = [targets[corruption, severity][i] for i in index.tolist()]
+                    list(writers.map(lambda job: atomic_write_bytes(job[0], _encode(job[1], config.protocol)),
+                                     zip(paths, corrupted.unbind(0))))
+                    summary.written += len(index)
+                    bar.update(len(index))
     bar.close()
     return summary
+
+
+def _batches_of(images: torch.Tensor, indices: torch.Tensor, wanted: torch.Tensor, batch_size: int):
+    """The ``wanted`` images of a chunk in batches (uint8 on the device, dataset indices)."""
+    if not wanted.all():
+        images, indices = images[wanted.to(images.device)], indices[wanted]
+    for start in range(0, len(indices), batch_size):
+        yield images[start : start + batch_size], indices[start : start + batch_size]

@@ -24,14 +24,24 @@ DEFAULT_DB = Path("runs") / "results.sqlite"
 _COLUMNS = {
     "runs": ["id", "key", "kind", "model", "config", "created"],
     "cells": ["run_id", "name", "level", "n", "top1_errors", "top5_errors", "skipped", "mask"],
+    "parts": ["run_id", "name", "level", "n", "top1_errors", "top5_errors", "skipped", "mask", "covered"],
 }
+_ADDED_TABLES = {"parts"}  # tables newer versions add to an existing database
 _ADDED_COLUMNS = {"runs": ["name"]}  # columns newer versions add to an existing database
 
 
 class ResultsError(Error, ValueError):
     """A results database that cannot be used, with the fix in the message."""
 
-_SCHEMA = """
+_CELL_COUNTS = """
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    name TEXT NOT NULL,
+    level TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    top1_errors INTEGER NOT NULL,
+    top5_errors INTEGER NOT NULL,
+    skipped INTEGER NOT NULL DEFAULT 0,"""
+_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY,
     key TEXT NOT NULL UNIQUE,
@@ -41,17 +51,15 @@ CREATE TABLE IF NOT EXISTS runs (
     created TEXT NOT NULL DEFAULT (datetime('now')),
     name TEXT
 );
-CREATE TABLE IF NOT EXISTS cells (
-    run_id INTEGER NOT NULL REFERENCES runs(id),
-    name TEXT NOT NULL,
-    level TEXT NOT NULL,
-    n INTEGER NOT NULL,
-    top1_errors INTEGER NOT NULL,
-    top5_errors INTEGER NOT NULL,
-    skipped INTEGER NOT NULL DEFAULT 0,
+CREATE TABLE IF NOT EXISTS cells ({_CELL_COUNTS}
     mask BLOB,
     PRIMARY KEY (run_id, name, level)
 );
+CREATE TABLE IF NOT EXISTS parts ({_CELL_COUNTS}
+    mask BLOB NOT NULL,
+    covered BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS parts_of_cell ON parts (run_id, name, level);
 """
 
 
@@ -70,6 +78,21 @@ class Cell:
     @property
     def top1_error(self) -> float:
         return self.top1_errors / self.n if self.n else float("nan")
+
+
+@dataclass(frozen=True)
+class CellPart:
+    """Counts of a cell over some of its images (one chunk of a chunked run): ``covered`` has the
+    bits of the positions it evaluated, ``mask`` those classified correctly (packed bits)."""
+
+    name: str
+    level: str
+    n: int
+    top1_errors: int
+    top5_errors: int
+    skipped: int
+    mask: bytes
+    covered: bytes
 
 
 @dataclass(frozen=True)
@@ -126,7 +149,8 @@ class ResultStore:
                                "pass a new file name or a database written by gcp-robust") from None
         ours = {name: [c for c in cols if c not in _ADDED_COLUMNS.get(name, ())]
                 for name, cols in columns.items() if name in _COLUMNS}
-        if columns and (set(ours) != set(_COLUMNS) or any(ours[n] != _COLUMNS[n] for n in ours)):
+        required = set(_COLUMNS) - _ADDED_TABLES
+        if columns and (not required <= set(ours) or any(ours[n] != _COLUMNS[n] for n in ours)):
             raise ResultsError(f"--db {self.path} is another application's database (tables: "
                                f"{', '.join(sorted(columns))}); pass a new file name or one written by gcp-robust")
 
@@ -181,17 +205,41 @@ class ResultStore:
         """Remove a run and its cells; returns the number of cells removed."""
         with self._connect() as db:
             removed = db.execute("DELETE FROM cells WHERE run_id = ?", (run.id,)).rowcount
+            db.execute("DELETE FROM parts WHERE run_id = ?", (run.id,))
             db.execute("DELETE FROM runs WHERE id = ?", (run.id,))
         return removed
 
     def add_cell(self, run: Run, cell: Cell) -> None:
-        """Store a finished cell (replacing an older result of the same cell)."""
+        """Store a finished cell (replacing an older result of the same cell) and drop its parts."""
         with self._connect() as db:
+            db.execute("DELETE FROM parts WHERE run_id = ? AND name = ? AND level = ?", (run.id, cell.name, cell.level))
             db.execute(
                 "INSERT OR REPLACE INTO cells (run_id, name, level, n, top1_errors, top5_errors, skipped, mask) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (run.id, cell.name, cell.level, cell.n, cell.top1_errors, cell.top5_errors, cell.skipped, cell.mask),
             )
+
+    def add_part(self, run: Run, part: CellPart) -> None:
+        """Store the counts of a cell over one chunk of its images."""
+        with self._connect() as db:
+            db.execute(
+                "INSERT INTO parts (run_id, name, level, n, top1_errors, top5_errors, skipped, mask, covered) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (run.id, part.name, part.level, part.n, part.top1_errors, part.top5_errors, part.skipped, part.mask,
+                 part.covered),
+            )
+
+    def parts(self, run: Run) -> dict[tuple[str, str], list[CellPart]]:
+        """Stored parts of unfinished cells, by cell, in the order they were written."""
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT name, level, n, top1_errors, top5_errors, skipped, mask, covered FROM parts "
+                "WHERE run_id = ? ORDER BY rowid", (run.id,),
+            ).fetchall()
+        found: dict[tuple[str, str], list[CellPart]] = {}
+        for row in rows:
+            found.setdefault((row[0], row[1]), []).append(CellPart(*row))
+        return found
 
     def cells(self, run: Run) -> dict[tuple[str, str], Cell]:
         with self._connect() as db:

@@ -15,7 +15,7 @@ from torchvision.io import decode_image
 from robustbench_gcp.corruptions import corrupt
 from robustbench_gcp.data import image_folder
 from robustbench_gcp.export import ExportConfig, export_corrupted_folder
-from robustbench_gcp.rng import image_generators
+from robustbench_gcp.rng import image_streams
 
 
 @pytest.fixture
@@ -53,7 +53,7 @@ def test_released_layout_and_same_pixels_as_in_memory(small_imagenet, tmp_path):
     assert [f.parent.name for f in files] == ["n01440764"] * 4 + ["n01443537"] * 4
     dataset = image_folder(small_imagenet, 224)
     images = torch.stack([dataset[i][0] for i in range(8)]).float() / 255
-    expected = corrupt(images, "fog", 2, protocol="imagenet-c", generator=image_generators(4, range(8), "fog", 2))
+    expected = corrupt(images, "fog", 2, protocol="imagenet-c", generator=image_streams(4, range(8), "fog", 2))
     written = torch.stack([decode_image(str(f)) for f in files]).float() / 255
     assert torch.equal(written, expected)
 

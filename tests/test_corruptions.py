@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from robustbench_gcp.corruptions import PROTOCOLS, CorruptionError, corrupt, names
+from robustbench_gcp.rng import image_streams
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -65,15 +66,14 @@ def test_randomness_only_from_the_generator(imagenet_photos):
 
 @pytest.mark.parametrize("name", ["shot_noise", "glass_blur", "motion_blur", "frost", "fog", "snow", "spatter",
                                   "elastic_transform"])
-def test_per_image_generators_make_results_independent_of_the_batch(name, imagenet_photos):
+def test_image_streams_make_results_independent_of_the_batch(name, imagenet_photos):
     images = imagenet_photos[:4]
-
-    def generators(seeds):
-        return [torch.Generator().manual_seed(s) for s in seeds]
-
-    whole = corrupt(images, name, 3, protocol="imagecorruptions", generator=generators([10, 11, 12, 13]))
-    half = corrupt(images[2:], name, 3, protocol="imagecorruptions", generator=generators([12, 13]))
+    streams = image_streams(0, [10, 11, 12, 13], name, 3)
+    whole = corrupt(images, name, 3, protocol="imagecorruptions", generator=streams)
+    half = corrupt(images[2:], name, 3, protocol="imagecorruptions", generator=streams[2:])
     torch.testing.assert_close(whole[2:], half, rtol=0, atol=1e-6)
+    other = corrupt(images[2:], name, 3, protocol="imagecorruptions", generator=image_streams(1, [12, 13], name, 3))
+    assert not torch.equal(other, half)  # another run seed, other draws
 
 
 def test_dtypes_are_preserved(imagenet_photos):

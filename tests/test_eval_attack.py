@@ -16,6 +16,7 @@ pytest.importorskip("foolbox", reason="attacks need foolbox")
 import robustbench_gcp as rg  # noqa: E402
 from robustbench_gcp.attacks import AttackError, AttackSettings, parse_epsilons, run_attack  # noqa: E402
 from robustbench_gcp.evaluate.attack import AttackEvalConfig, evaluate_attacks  # noqa: E402
+from robustbench_gcp.rng import image_streams
 
 
 def cells(db: Path) -> dict:
@@ -45,8 +46,8 @@ def test_native_pgd_agrees_with_foolbox(resnet20, photos, name, eps):
     settings = dict(steps=10, rel_stepsize=0.25)
     torch.manual_seed(0)
     theirs = run_attack(name, resnet20, images, labels, eps, AttackSettings(backend="foolbox", **settings))
-    generators = [torch.Generator().manual_seed(i) for i in range(len(images) * len(eps))]
-    ours = run_attack(name, resnet20, images, labels, eps, AttackSettings(backend="native", **settings), generators)
+    streams = image_streams(0, range(len(images) * len(eps)), name, 0)
+    ours = run_attack(name, resnet20, images, labels, eps, AttackSettings(backend="native", **settings), streams)
     with torch.no_grad():
         clean = resnet20(images).argmax(1) == labels
         for k in range(len(eps)):

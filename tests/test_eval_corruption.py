@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from conftest import copy_per_class, run_cli_in_process
 
-from robustbench_gcp.evaluate.common import EvaluationError
+from robustbench_gcp.data.batches import UnreadableImages
 from robustbench_gcp.evaluate.corruption import CorruptionEvalConfig, evaluate_corruptions
 
 
@@ -56,25 +56,36 @@ def test_real_run_gives_plausible_numbers_and_a_byte_identical_json(base_args, t
     assert (tmp_path / "a.json").read_bytes() == (tmp_path / "b.json").read_bytes()
 
 
-def test_killed_run_resumes_to_the_same_counts(base_args, tmp_path):
+def stored_rows(db: Path) -> int:
+    """Finished cells plus (cell, chunk) parts written so far."""
+    with sqlite3.connect(db) as connection:
+        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not {"cells", "parts"} <= tables:
+            return 0
+        return sum(connection.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in ("cells", "parts"))
+
+
+def test_killed_run_resumes_mid_chunk_to_the_same_counts(base_args, tmp_path):
     args = [*base_args, "--limit", "200", "--corruptions", "gaussian_noise,shot_noise,fog,snow,frost,pixelate",
             "--batch-size", "20"]
-    whole = cli(*args, "--db", str(tmp_path / "whole.sqlite"))
+    whole = cli(*args, "--db", str(tmp_path / "whole.sqlite"))  # one chunk: the per-cell loop
     assert whole.returncode == 0, whole.stderr
     db = tmp_path / "killed.sqlite"
-    process = subprocess.Popen([sys.executable, "-m", "robustbench_gcp.cli", *args, "--db", str(db)])
+    process = subprocess.Popen([sys.executable, "-m", "robustbench_gcp.cli", *args, "--chunk-size", "70",
+                                "--db", str(db)])
     deadline = time.time() + 300
     while time.time() < deadline and process.poll() is None:
-        if db.exists() and len(cell_counts(db)) >= 4:
+        if db.exists() and stored_rows(db) >= 8:  # inside the first chunk of 70 (31 cells each)
             break
-        time.sleep(0.1)
+        time.sleep(0.05)
     process.kill()
     process.wait()
-    interrupted = cell_counts(db)
-    assert 1 <= len(interrupted) < 31, f"the kill should land mid-run, found {len(interrupted)} of 31 cells"
-    resumed = cli(*args, "--db", str(db))
+    assert 1 <= stored_rows(db) < 31 * 3, "the kill should land mid-run"
+    assert len(cell_counts(db)) < 31
+    resumed = cli(*args, "--chunk-size", "45", "--db", str(db))  # another chunk size: still the same counts
     assert resumed.returncode == 0, resumed.stderr
     assert cell_counts(db) == cell_counts(tmp_path / "whole.sqlite")
+    assert stored_rows(db) == 31  # the parts were merged into cells
 
 
 def test_two_gloo_processes_count_like_one(base_args, tmp_path):
@@ -84,7 +95,7 @@ def test_two_gloo_processes_count_like_one(base_args, tmp_path):
     assert single.returncode == 0, single.stderr
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
-                "-m", "robustbench_gcp.cli", *args, "--db", str(tmp_path / "two.sqlite")]
+                "-m", "robustbench_gcp.cli", *args, "--chunk-size", "50", "--db", str(tmp_path / "two.sqlite")]
     double = subprocess.run(launcher, capture_output=True, text=True, timeout=900, env=env)
     assert double.returncode == 0, double.stderr[-3000:]
     assert cell_counts(tmp_path / "two.sqlite") == cell_counts(tmp_path / "one.sqlite")
@@ -144,5 +155,5 @@ def test_unreadable_images_are_skipped_and_counted_or_fatal(tmp_path, cifar_test
     summary = evaluate_corruptions(config, progress=False)
     assert summary["n"] == 20 and summary["skipped_unreadable"] == 1  # one file, counted once per run
     config.strict, config.db = True, tmp_path / "strict.sqlite"
-    with pytest.raises(EvaluationError, match="broken.jpg"):
+    with pytest.raises(UnreadableImages, match="broken.jpg"):
         evaluate_corruptions(config, progress=False)

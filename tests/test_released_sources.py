@@ -13,7 +13,7 @@ from robustbench_gcp.corruptions import corrupt_to_uint8
 from robustbench_gcp.data import image_folder
 from robustbench_gcp.evaluate.corruption import CorruptionEvalConfig, evaluate_corruptions
 from robustbench_gcp.export import ExportConfig, export_corrupted_folder
-from robustbench_gcp.rng import image_generators
+from robustbench_gcp.rng import image_streams
 
 
 def _counts(db: Path) -> dict:
@@ -56,7 +56,7 @@ def test_released_cifar10_c_arrays_match_generated(tmp_path, cifar_test_dir, res
     np.save(folder / "labels.npy", np.tile(np.array(dataset.targets, dtype=np.uint8), 5))
     for name in ("fog", "impulse_noise"):
         rows = [corrupt_to_uint8(images, name, s, protocol="cifar10-c",
-                                 generator=image_generators(0, range(len(images)), name, s))
+                                 generator=image_streams(0, range(len(images)), name, s))
                 for s in range(1, 6)]
         np.save(folder / f"{name}.npy", torch.cat(rows).permute(0, 2, 3, 1).numpy())
     common = dict(model="CIFAR10_ResNet20_GAP", checkpoint=resnet20_file, protocol="cifar10-c", workers=0,

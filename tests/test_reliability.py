@@ -14,11 +14,13 @@ import torch
 from conftest import copy_per_class
 
 from robustbench_gcp.attacks import parse_epsilons
+from robustbench_gcp.data.batches import UnreadableImages
 from robustbench_gcp.evaluate.attack import AttackEvalConfig, evaluate_attacks
 from robustbench_gcp.evaluate.common import EvaluationError
 from robustbench_gcp.evaluate.corruption import CorruptionEvalConfig, evaluate_corruptions
 from robustbench_gcp.export import ExportConfig, export_corrupted_folder
 from robustbench_gcp.results import ResultStore
+from robustbench_gcp.rng import image_streams
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
@@ -100,8 +102,8 @@ def test_zero_steps_means_no_step(resnet20_file, cifar_photos):
     eps = [4 / 255]
 
     def robust(steps: int) -> float:
-        generators = [torch.Generator().manual_seed(i) for i in range(len(images))]
-        adversarial = run_attack("linf-pgd", model, images, labels, eps, AttackSettings(steps=steps), generators)[0]
+        streams = image_streams(0, range(len(images)), "linf-pgd", 0)
+        adversarial = run_attack("linf-pgd", model, images, labels, eps, AttackSettings(steps=steps), streams)[0]
         assert (adversarial - images).abs().max() <= eps[0] + 1e-6
         with torch.no_grad():
             return float((model(adversarial).argmax(1) == labels).float().mean())
@@ -136,7 +138,7 @@ def test_attack_counts_unreadable_images_once_and_honours_strict(tmp_path, cifar
                   eps=parse_epsilons("1/255,2/255"), steps=1, workers=0, batch_size=1)
     summary = evaluate_attacks(AttackEvalConfig(db=tmp_path / "r.sqlite", **common), progress=False)
     assert summary["n"] == 20 and summary["skipped_unreadable"] == 1
-    with pytest.raises(EvaluationError, match="zz-broken.jpg"):
+    with pytest.raises(UnreadableImages, match="zz-broken.jpg"):
         evaluate_attacks(AttackEvalConfig(db=tmp_path / "strict.sqlite", strict=True, **common), progress=False)
     result = cli("eval-attack", "--model", "CIFAR10_ResNet20_GAP", "--checkpoint", str(resnet20_file), "--data",
                  str(data), "--eps", "1/255", "--steps", "1", "--workers", "0", "--quiet", "--db",

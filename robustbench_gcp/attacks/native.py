@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..rng import Draws, GeneratorArg
+from ..rng import Draws, Randomness
 
 
 def _per_sample(values: Tensor, ndim: int) -> Tensor:
@@ -47,14 +47,14 @@ def pgd(
     steps: int,
     rel_stepsize: float,
     random_start: bool = True,
-    generator: GeneratorArg = None,
+    generator: Randomness = None,
     autocast: bool = False,
     on_gradient: Callable[[Tensor], None] | None = None,
 ) -> Tensor:
     """Adversarial images (E, N, C, H, W) for every ε at once; ε = 0 returns the images.
 
-    ``generator`` is one generator for the batch or one per (ε, image) pair, ε-major: then each
-    (image, ε) start depends on nothing else, so extending, reordering or splitting a sweep
+    ``generator`` is one generator for the batch or ``ImageStreams`` with one stream per (ε, image)
+    pair, ε-major: then each (image, ε) start depends on nothing else, so extending, reordering or splitting a sweep
     leaves every cell as it was. ``on_gradient`` sees the first step's input gradient (E·N, C, H, W).
     """
     count, n = len(epsilons), images.shape[0]

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import Error
-from ..rng import GeneratorArg
+from ..rng import ImageStreams, Randomness
 from .native import pgd
 
 BACKENDS = ("foolbox", "native")
@@ -150,13 +150,13 @@ def run_attack(
     labels: Tensor,
     epsilons: list[float],
     settings: AttackSettings,
-    generator: GeneratorArg = None,
+    generator: Randomness = None,
     on_gradient: Callable[[Tensor], None] | None = None,
 ) -> Tensor:
     """Adversarial images (E, N, C, H, W) of attack ``name`` at every epsilon.
 
-    ``generator``: one for the batch, or one per (ε, image) pair, ε-major (native PGD's random
-    starts). ``on_gradient`` sees the input gradient of the first step of native attacks.
+    ``generator``: one for the batch, or ``ImageStreams`` with one stream per (ε, image) pair,
+    ε-major (native PGD's random starts). ``on_gradient`` sees the input gradient of the first step of native attacks.
     """
     spec = attack_spec(name)
     if settings.backend == "native" and spec.native:
@@ -170,12 +170,13 @@ def run_attack(
 
 def _native_with_restarts(spec, model, images, labels, epsilons, settings, generator, on_gradient) -> Tensor:
     """Restarts keep, per image and ε, the first adversarial example found (foolbox's Repeated).
-    Each restart draws its starts from the same generators, which move on: new starts each time."""
+    Each restart draws new starts: a generator moves on, image streams take their next repetition."""
     best, found = None, None
-    for _ in range(settings.restarts):
+    for restart in range(settings.restarts):
+        randomness = generator.repetition(restart) if isinstance(generator, ImageStreams) else generator
         adversarial = pgd(
             model, images, labels, epsilons, norm=spec.norm, steps=settings.steps_of(spec),
-            rel_stepsize=settings.rel_stepsize_of(spec), generator=generator, autocast=settings.autocast,
+            rel_stepsize=settings.rel_stepsize_of(spec), generator=randomness, autocast=settings.autocast,
             on_gradient=on_gradient,
         )
         if settings.restarts == 1:  # nothing to choose between: skip the extra model pass

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from ..errors import Error
-from ..rng import Draws, GeneratorArg
+from ..rng import Draws, Randomness
 from . import blur, digital, noise, ops, spatter, weather
 from .params import MIN_SIZE, PARAMETERS, PROTOCOLS
 
@@ -103,14 +103,17 @@ def corrupt(
     *,
     protocol: str = "imagenet-c",
     backend: str = "native",
-    generator: GeneratorArg = None,
+    generator: Randomness = None,
+    check_input: bool = True,
 ) -> Tensor:
     """Corrupt a batch (N, 3, H, W) of float images in [0, 1] on any device.
 
-    ``generator`` is one ``torch.Generator`` for the batch or one per image (then each image's
-    result does not depend on the batch it is in). Same shape, dtype and device out.
+    ``generator`` is one ``torch.Generator`` for the batch, or ``ImageStreams`` with one stream per
+    image (``rng.image_streams``: then each image's result depends on nothing but its key, on any
+    device and in any batch). Same shape, dtype and device out. ``check_input=False`` skips the
+    value checks of ``images`` (a device synchronisation), for callers that made them from uint8.
     """
-    out = _corrupt_unsaved(images, name, severity, protocol, backend, generator)
+    out = _corrupt_unsaved(images, name, severity, protocol, backend, generator, check_input)
     if protocol == "cifar10-c":  # the released .npy files hold np.uint8 of the output
         out = ops.truncate_to_uint8_levels(out)
     elif protocol == "imagenet-c":  # the released files are np.uint8 of the output, saved as JPEG q85
@@ -120,21 +123,26 @@ def corrupt(
 
 def corrupt_to_uint8(
     images: Tensor, name: str, severity: int, *, protocol: str = "imagenet-c", backend: str = "native",
-    generator: GeneratorArg = None,
+    generator: Randomness = None,
+    check_input: bool = True,
 ) -> Tensor:
     """The corrupted batch as the generators store it before writing a file: np.uint8(255·x).
 
     Writing these as JPEG q85 (imagenet-c) or PNG gives the released file formats; ``corrupt``
     applies the same storage step in memory.
     """
-    return ops.truncate_to_uint8(_corrupt_unsaved(images, name, severity, protocol, backend, generator))
+    return ops.truncate_to_uint8(_corrupt_unsaved(images, name, severity, protocol, backend, generator, check_input))
 
 
 def _corrupt_unsaved(
-    images: Tensor, name: str, severity: int, protocol: str, backend: str, generator: GeneratorArg
+    images: Tensor, name: str, severity: int, protocol: str, backend: str, generator: Randomness,
+    check_input: bool,
 ) -> Tensor:
     check_options(name, severity, protocol, backend)
-    check_images(images, protocol)
+    if check_input:
+        check_images(images, protocol)
+    elif min(images.shape[-2:]) < MIN_SIZE[protocol]:
+        check_images(images, protocol)  # the size check alone costs nothing
     if images.shape[0] == 0:
         return images.clone()
     if backend == "reference":

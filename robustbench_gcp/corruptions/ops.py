@@ -7,13 +7,16 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import os
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from ..rng import Draws
+from .jpeg import jpeg_round_trip_exact
 
 # RGB → gray weights of OpenCV's COLOR_RGB2GRAY.
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)
@@ -227,16 +230,28 @@ def quiet_torchvision_codecs():
         yield
 
 
+@functools.cache
+def _codec_threads() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="jpeg")
+
+
 def jpeg_round_trip(x: Tensor, quality: int) -> Tensor:
-    """Encode every image as JPEG at ``quality`` and decode it (libjpeg; nvJPEG on CUDA)."""
+    """Encode every image as JPEG at ``quality`` and decode it, as libjpeg (PIL, the released
+    files' encoder) does: 4:2:0, islow DCT, fancy upsampling. On the CPU libjpeg itself runs, one
+    thread per core (it releases the GIL); on CUDA its integer pipeline runs batched on the
+    device (``jpeg.jpeg_round_trip_exact``, the same pixels bit for bit). torchvision's nvJPEG
+    encoder is not used: it is 4:4:4 and synchronises once per image."""
+    images = to_uint8(x)
+    if images.is_cuda:
+        return jpeg_round_trip_exact(images, quality).to(x.dtype) / 255
     from torchvision.io import decode_jpeg, encode_jpeg
 
-    images = list(to_uint8(x).unbind(0))
-    device = "cuda" if x.is_cuda else "cpu"
+    def round_trip(image: Tensor) -> Tensor:
+        return decode_jpeg(encode_jpeg(image, quality=quality))
+
     with quiet_torchvision_codecs():
-        encoded = encode_jpeg(images, quality=quality)
-        decoded = decode_jpeg([data.cpu() for data in encoded], device=device)  # the decoder reads host bytes
-    return torch.stack(decoded).to(x.device, x.dtype) / 255
+        decoded = list(_codec_threads().map(round_trip, images.cpu().unbind(0)))
+    return torch.stack(decoded).to(x.device).to(x.dtype) / 255
 
 
 def to_uint8(x: Tensor) -> Tensor:

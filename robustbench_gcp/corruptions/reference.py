@@ -8,13 +8,12 @@ seeds NumPy's global RNG and the package's own ``seed=`` argument where it has o
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from ..rng import GeneratorArg
+from ..rng import Draws, Randomness
 from .ops import to_uint8
 
 
@@ -27,14 +26,11 @@ def _package():
     return imagecorruptions
 
 
-def _seeds(n: int, generator: GeneratorArg) -> list[int]:
-    if isinstance(generator, Sequence):
-        return [int(torch.randint(0, 2**31 - 1, (), generator=g, device=g.device)) for g in generator]
-    device = generator.device if generator is not None else "cpu"
-    return torch.randint(0, 2**31 - 1, (n,), generator=generator, device=device).tolist()
+def _seeds(n: int, generator: Randomness) -> list[int]:
+    return Draws(n, torch.device("cpu"), generator).randint(0, 2**31 - 1).tolist()
 
 
-def reference_corrupt(images: Tensor, name: str, severity: int, generator: GeneratorArg) -> Tensor:
+def reference_corrupt(images: Tensor, name: str, severity: int, generator: Randomness) -> Tensor:
     """Run ``imagecorruptions.corrupt`` on each image (uint8 in, uint8 out) and return [0, 1] floats."""
     package = _package()
     takes_seed = "seed" in inspect.signature(package.corruption_dict[name]).parameters

@@ -10,6 +10,7 @@ from torch.utils.data import Subset
 from torchvision import datasets, transforms
 
 from ..errors import Error
+from .decode import Geometry
 
 
 class DatasetError(Error, ValueError):
@@ -19,15 +20,17 @@ class DatasetError(Error, ValueError):
 RESIZE_FROM = 64  # input sizes from here on get the resize + center crop; smaller (32-px) sets are kept as they are
 
 
-def eval_transform(input_size: int) -> transforms.Compose:
-    """The paper's eval transform at 224 px (resize 256, center crop 224); none for 32-px sets.
-
-    Images stay uint8 (C, H, W): conversion to float happens on the model's device.
-    """
-    steps = [transforms.PILToTensor()]
+def eval_geometry(input_size: int) -> Geometry:
+    """The paper's eval geometry at 224 px (resize 256, center crop 224); none for 32-px sets."""
     if input_size >= RESIZE_FROM:
-        steps[:0] = [transforms.Resize(round(input_size * 256 / 224)), transforms.CenterCrop(input_size)]
-    return transforms.Compose(steps)
+        return Geometry(round(input_size * 256 / 224), input_size)
+    return Geometry(None, None)
+
+
+def eval_transform(input_size: int) -> transforms.Compose:
+    """``eval_geometry`` as a PIL transform. Images stay uint8 (C, H, W): conversion to float
+    happens on the model's device."""
+    return eval_geometry(input_size).pil_transform()
 
 
 def image_folder(root: str | Path, input_size: int) -> datasets.ImageFolder:

@@ -16,12 +16,12 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
-from torchvision import transforms
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
 from ..corruptions import names as corruption_names
 from ..corruptions.api import is_severity
-from .folders import RESIZE_FROM, DatasetError, _balanced_indices, eval_transform
+from .decode import Geometry
+from .folders import RESIZE_FROM, DatasetError, _balanced_indices, eval_geometry, eval_transform
 
 SOURCES = ("generated", "imagenet-c", "cifar10-c")
 
@@ -149,6 +149,11 @@ class EvalSource:
     def on_the_fly(self) -> bool:
         return self.kind == "generated"
 
+    def geometry(self, corrupted: bool) -> Geometry:
+        """How files are brought to the input size: the eval transform for clean images, a center
+        crop for the released corrupted files (already resized when they were made)."""
+        return Geometry(None, self.input_size) if corrupted else eval_geometry(self.input_size)
+
     def check_sizes(self, indices: Sequence[int]) -> None:
         """Without a resize step (32-px models), every selected clean image must already have the
         model's input size: refuse before any cell runs instead of failing half-way."""
@@ -185,8 +190,7 @@ class EvalSource:
             samples, _ = folder_samples(folder, self.class_index)
             if [label for _, label in samples] != self.base_targets:
                 raise DatasetError(f"{folder} does not hold the same images as the other cells of {self.root}")
-            crop = transforms.Compose([transforms.CenterCrop(self.input_size), transforms.PILToTensor()])
-            return ImageFiles(samples, crop, self.input_size)
+            return ImageFiles(samples, self.geometry(corrupted=True).pil_transform(), self.input_size)
         images = np.load(self.root / f"{corruption}.npy", mmap_mode="r")
         return ArrayImages(images, np.asarray(self.base_targets), offset=(severity - 1) * len(self.base_targets))
 

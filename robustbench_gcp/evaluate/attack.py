@@ -20,18 +20,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..attacks import AttackSettings, Epsilon, attack_spec, check_epsilons, run_attack
-from ..devices import effective_precision, prepare
+from ..data.batches import ImageBatches
+from ..devices import effective_precision, prepare, to_float_images
 from ..distributed import DistContext, barrier, broadcast, gather_flags, init_distributed, sum_counts
 from ..models.zoo import file_sha256
 from ..progress import Progress, progress_bar
 from ..results import DEFAULT_DB, Cell, write_json
-from ..rng import batch_seed, image_generators
+from ..rng import ImageStreams, batch_seed, image_streams
 from ..summaries import CLEAN, pack_flags, summarize_attacks
 from ..version import __version__
 from .common import (
     DEFAULT_WORKERS,
     EvaluationError,
-    ImageBatches,
     check_run_options,
     count_cell,
     data_identity,
@@ -92,10 +92,10 @@ def _check(config: AttackEvalConfig) -> list[Epsilon]:
     return sorted(eps, key=lambda e: e.value)
 
 
-def start_generators(seed: int, attack: str, eps: Sequence[Epsilon], index: Tensor,
-                     device: torch.device) -> list[torch.Generator]:
-    """One generator per (ε, image), ε-major, seeded by (run seed, image, attack, ε value)."""
-    return [g for e in eps for g in image_generators(seed, index.tolist(), f"{attack}@{e.value!r}", 0, device)]
+def start_streams(seed: int, attack: str, eps: Sequence[Epsilon], index: Tensor,
+                  device: torch.device) -> ImageStreams:
+    """One stream per (ε, image), ε-major, keyed by (run seed, image, attack, ε value)."""
+    return ImageStreams.cat([image_streams(seed, index, f"{attack}@{e.value!r}", 0, device) for e in eps])
 
 
 class _AttackRunner:
@@ -143,9 +143,10 @@ class _AttackRunner:
         counts = np.zeros((len(eps), 3), dtype=np.int64)  # n, top-1 errors, top-5 errors
         batches = self._batches()
         for images, labels, index in batches:
-            generators = start_generators(self.config.seed, name, eps, index, self.ctx.device)
+            images = to_float_images(images, self.ctx.device)
+            streams = start_streams(self.config.seed, name, eps, index, self.ctx.device)
             torch.manual_seed(batch_seed(self.config.seed, name, int(index[0])))  # foolbox draws from the global RNG
-            adversarial = run_attack(name, self.model, images, labels, values, self.settings, generators,
+            adversarial = run_attack(name, self.model, images, labels, values, self.settings, streams,
                                      on_gradient=self._note_gradient)
             if not self.gradients_seen:
                 self._check_gradients(images, labels)

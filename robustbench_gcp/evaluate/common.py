@@ -1,24 +1,23 @@
 """What the evaluation loops share: checks before any cell runs, loading the model, opening and
-checking the data, the run identity's data part, sharded batches that count unreadable images,
-and the counting of one cell."""
+checking the data, the run identity's data part, and the counting of a cell's outcomes."""
 
 from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, Subset
 
+from ..data.batches import ImageBatches
 from ..data.sources import DatasetError, EvalSource, class_index_digest, open_source, read_class_index
 from ..devices import PRECISIONS, to_float_images
 from ..distributed import DistContext, gather_flags, sum_counts
 from ..errors import Error
 from ..fileio import check_output_file
-from ..metrics import Counts
 from ..models import create_model
 from ..progress import Progress
 from ..results import Cell, ResultStore, Run
@@ -119,43 +118,46 @@ def start_run(store: ResultStore, kind: str, model: str, identity: dict, name: s
     return run
 
 
-class ImageBatches:
-    """This rank's share of ``indices`` in batches of float images on the device.
+class Tally:
+    """Top-1/top-5 outcomes of a cell's batches, kept on the device until ``outcomes`` (one
+    transfer per cell instead of a synchronisation per batch)."""
 
-    Unreadable images are dropped and counted in ``skipped`` (or refused with ``strict``); a
-    batch left empty is skipped.
-    """
+    def __init__(self) -> None:
+        self._top1: list[Tensor] = []
+        self._top5: list[Tensor] = []
+        self._index: list[Tensor] = []
 
-    def __init__(self, dataset: Dataset, indices: Sequence[int], batch_size: int, workers: int, ctx: DistContext,
-                 strict: bool) -> None:
-        self.dataset, self.ctx, self.strict = dataset, ctx, strict
-        self.loader = DataLoader(Subset(dataset, list(indices[ctx.rank :: ctx.world])), batch_size=batch_size,
-                                 num_workers=workers, pin_memory=ctx.device.type == "cuda")
-        self.skipped = 0
+    def add(self, logits: Tensor, labels: Tensor, index: Tensor) -> None:
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        hits = top == labels[:, None]
+        self._top1.append(hits[:, 0])
+        self._top5.append(hits.any(dim=1))
+        self._index.append(index)
 
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
-        for images, labels, index, readable in self.loader:
-            if not readable.all():
-                if self.strict:
-                    bad = index[~readable].tolist()
-                    paths = [self.dataset.samples[i][0] for i in bad] if hasattr(self.dataset, "samples") else bad
-                    raise EvaluationError(f"unreadable images: {paths[:3]} (drop --strict to skip and count them)")
-                self.skipped += int((~readable).sum())
-                images, labels, index = images[readable], labels[readable], index[readable]
-            if len(labels):
-                yield to_float_images(images, self.ctx.device), labels.to(self.ctx.device), index
+    def outcomes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(dataset indices, top-1 hits, top-5 hits) of every image added, on the host."""
+        if not self._index:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool), np.zeros(0, dtype=bool)
+        hits = torch.stack([torch.cat(self._top1), torch.cat(self._top5)]).cpu().numpy()
+        return torch.cat(self._index).numpy(), hits[0], hits[1]
+
+    def counts(self, skipped: int, positions: dict[int, int], ctx: DistContext) -> tuple[list[int], np.ndarray]:
+        """([n, top-1 errors, top-5 errors, skipped] over all ranks, per-position top-1 hits over
+        ``len(positions)`` positions; images not evaluated stay False)."""
+        index, top1, top5 = self.outcomes()
+        totals = sum_counts([len(index), int((~top1).sum()), int((~top5).sum()), skipped], ctx)
+        flags = gather_flags({positions[int(i)]: hit for i, hit in zip(index, top1)}, len(positions), 1, ctx)[0]
+        return totals, flags
 
 
 def count_cell(name: str, level: str, batches: ImageBatches, logits_of: Callable[[Tensor, Tensor], Tensor],
                positions: dict[int, int], ctx: DistContext, bar: Progress) -> Cell:
-    """Top-1/top-5 errors of ``logits_of(images, dataset indices)`` over all ranks' batches, and the
-    per-image top-1 outcomes (bit ``positions[index]`` set when the image is classified correctly;
-    unread images stay 0) for paired statistics."""
-    counts, correct = Counts(), {}
+    """Top-1/top-5 errors of ``logits_of(float images, dataset indices)`` over all ranks' batches,
+    and the per-image top-1 outcomes (bit ``positions[index]`` set when the image is classified
+    correctly; unread images stay 0) for paired statistics."""
+    tally = Tally()
     for images, labels, index in batches:
-        hits = counts.add(logits_of(images, index), labels).cpu().numpy()
-        correct.update({positions[int(i)]: hits[k] for k, i in enumerate(index)})
+        tally.add(logits_of(to_float_images(images, ctx.device), index), labels, index)
         bar.update(len(labels) * ctx.world)
-    n, top1, top5, skipped = sum_counts([counts.n, counts.top1_errors, counts.top5_errors, batches.skipped], ctx)
-    flags = gather_flags(correct, len(positions), 1, ctx)[0]
+    (n, top1, top5, skipped), flags = tally.counts(batches.skipped, positions, ctx)
     return Cell(name, level, n, top1, top5, skipped, mask=pack_flags(flags))

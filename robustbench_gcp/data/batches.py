@@ -1,0 +1,134 @@
+"""Batches of images on the device, read ahead of their use.
+
+Loader workers read (and, on the PIL path, decode) files; a background thread takes their
+batches, copies them to the device (from pinned memory, on a side stream on CUDA) and decodes
+JPEGs there (``--decode device``), so the next batch is on its way while the current one is
+corrupted and classified. Unreadable images are dropped and counted (or refused with ``--strict``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from ..distributed import DistContext
+from ..errors import Error
+from .decode import EncodedFiles, Geometry, collate_encoded, decode_batch
+
+_END = object()
+T = TypeVar("T")
+
+
+class UnreadableImages(Error, ValueError):
+    """``--strict`` met files that cannot be decoded."""
+
+
+@dataclass(frozen=True)
+class DeviceDecoding:
+    """Decode JPEG bytes on the device with this geometry, to ``size``-px squares."""
+
+    geometry: Geometry
+    size: int
+
+
+class _Failure:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def read_ahead(items: Iterator[T], device: torch.device, depth: int = 2) -> Iterator[T]:
+    """``items`` (tuples or dataclasses) produced by a background thread, ``depth`` ahead of the
+    consumer. On CUDA the thread works on a side stream, and tensors are handed over with
+    ``record_stream`` so the caching allocator does not reuse their memory while the consumer's
+    stream still reads it."""
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+    side = torch.cuda.Stream(device) if device.type == "cuda" else None
+    stop = threading.Event()
+
+    def hand_over(entry) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            with torch.cuda.stream(side) if side is not None else contextlib.nullcontext():
+                for item in items:
+                    done = None
+                    if side is not None:
+                        done = torch.cuda.Event()
+                        done.record(side)
+                    if not hand_over((item, done)):
+                        return
+            hand_over(_END)
+        except BaseException as error:  # handed to the consumer, which raises it with its traceback
+            hand_over(_Failure(error))
+
+    worker = threading.Thread(target=produce, name="read-ahead", daemon=True)
+    worker.start()
+    current = torch.cuda.current_stream(device) if side is not None else None
+    try:
+        while (got := ready.get()) is not _END:
+            if isinstance(got, _Failure):
+                raise got.error
+            item, done = got
+            if current is not None:
+                current.wait_event(done)
+                for value in item if isinstance(item, tuple) else vars(item).values():
+                    if isinstance(value, Tensor) and value.is_cuda:
+                        value.record_stream(current)
+            yield item
+    finally:
+        stop.set()
+
+
+class ImageBatches:
+    """This rank's share of ``indices`` in batches of uint8 images on the device.
+
+    Yields (uint8 images (B, 3, H, W) on the device, labels on the device, dataset indices on
+    the host). With ``decoding`` the dataset's files are read as bytes and decoded on the
+    device; unreadable images are dropped and counted in ``skipped`` (or refused with ``strict``);
+    a batch left empty is skipped.
+    """
+
+    def __init__(self, dataset: Dataset, indices: Sequence[int], batch_size: int, workers: int, ctx: DistContext,
+                 strict: bool, decoding: DeviceDecoding | None = None) -> None:
+        self.dataset, self.ctx, self.strict, self.decoding = dataset, ctx, strict, decoding
+        share = Subset(EncodedFiles(dataset.samples) if decoding else dataset, list(indices[ctx.rank :: ctx.world]))
+        self.loader = DataLoader(share, batch_size=batch_size, num_workers=workers,
+                                 pin_memory=ctx.device.type == "cuda" and not decoding,
+                                 collate_fn=collate_encoded if decoding else None)
+        self.skipped = 0
+
+    def _device_batches(self) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+        device = self.ctx.device
+        for images, labels, index, readable in self.loader:
+            if self.decoding:
+                images, readable = decode_batch(images, self.decoding.geometry, self.decoding.size, device)
+            else:
+                images = images.to(device, non_blocking=True)
+            if not readable.all():
+                if self.strict:
+                    bad = index[~readable].tolist()
+                    paths = [self.dataset.samples[i][0] for i in bad] if hasattr(self.dataset, "samples") else bad
+                    raise UnreadableImages(f"unreadable images: {paths[:3]} (drop --strict to skip and count them)")
+                self.skipped += int((~readable).sum())
+                keep = readable.to(device)
+                images, labels, index = images[keep], labels[readable], index[readable]
+            if len(labels):
+                yield images, labels.to(device, non_blocking=True), index
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+        return read_ahead(self._device_batches(), self.ctx.device)

@@ -1,0 +1,130 @@
+"""Decoding on the device: loader workers read file bytes, the main process decodes JPEGs in
+batches (nvJPEG on CUDA, libjpeg on the CPU) and resizes and crops on the device with the
+geometry of the PIL transform. PNGs, other formats and files the batched decoder refuses fall
+back to PIL; files nothing can decode are reported as unreadable, as on the PIL path.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+from torch.utils.data import Dataset
+from torchvision.transforms import functional as TF
+
+from ..corruptions.ops import quiet_torchvision_codecs
+
+DECODERS = ("pil", "device")
+_JPEG_MAGIC = b"\xff\xd8\xff"
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Resize the shorter side to ``resize`` (None: keep), then center-crop ``crop`` (None: keep)."""
+
+    resize: int | None
+    crop: int | None
+
+    def pil_transform(self):
+        """The same geometry as a PIL transform to uint8 (C, H, W)."""
+        from torchvision import transforms
+
+        steps = [transforms.Resize(self.resize)] if self.resize else []
+        steps += [transforms.CenterCrop(self.crop)] if self.crop else []
+        return transforms.Compose([*steps, transforms.PILToTensor()])
+
+    def apply(self, images: Tensor) -> Tensor:
+        """uint8 (..., 3, H, W) on any device → uint8 (..., 3, crop, crop): bilinear with
+        antialiasing, as PIL, for a batch of images of one size at once."""
+        if self.resize:
+            images = TF.resize(images, [self.resize], antialias=True)
+        return TF.center_crop(images, [self.crop]) if self.crop else images
+
+
+class EncodedFiles(Dataset):
+    """Labelled image files as raw bytes: what loader workers hand over for decoding on the
+    device (plain ``bytes`` pickle cheaply; a tensor per file would cost a shared-memory handle
+    each). An unreadable file gives empty bytes, decoded as unreadable."""
+
+    def __init__(self, samples: Sequence[tuple[str, int]]) -> None:
+        self.samples = list(samples)
+        self.targets = [label for _, label in self.samples]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        path, label = self.samples[index]
+        try:
+            with open(path, "rb") as file:
+                data = file.read()
+        except OSError:
+            data = b""
+        return data, label, index, bool(data)
+
+
+def collate_encoded(items):
+    """A batch of ``EncodedFiles`` items: the files' bytes as uint8 tensors in a list (files
+    differ in length), labels, indices and readable flags as tensors."""
+    data, labels, index, readable = zip(*items)
+    tensors = [torch.frombuffer(bytearray(d), dtype=torch.uint8) if d else torch.empty(0, dtype=torch.uint8)
+               for d in data]
+    return tensors, torch.tensor(labels), torch.tensor(index), torch.tensor(readable)
+
+
+def _pil_decode(data: Tensor, geometry: Geometry) -> Tensor | None:
+    try:
+        with Image.open(io.BytesIO(data.numpy().tobytes())) as image:
+            return geometry.pil_transform()(image.convert("RGB"))
+    except (OSError, UnidentifiedImageError, ValueError):
+        return None
+
+
+def _device_decode(datas: list[Tensor], device: torch.device) -> list[Tensor | None]:
+    """Batched decode of JPEG bytes on ``device``; one by one where the batch is refused."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    with quiet_torchvision_codecs():
+        try:
+            return list(decode_jpeg(datas, mode=ImageReadMode.RGB, device=device))
+        except RuntimeError:
+            decoded: list[Tensor | None] = []
+            for data in datas:
+                try:
+                    decoded.append(decode_jpeg(data, mode=ImageReadMode.RGB, device=device))
+                except RuntimeError:
+                    decoded.append(None)
+            return decoded
+
+
+def decode_batch(datas: Sequence[Tensor], geometry: Geometry, size: int,
+                 device: torch.device) -> tuple[Tensor, Tensor]:
+    """File bytes → (uint8 (N, 3, size, size) on ``device``, readable flags (N,) on the host).
+
+    JPEGs decode in one batch on the device; everything else, and JPEGs the device decoder
+    refuses, goes through PIL. Unreadable images are zeros with their flag False.
+    """
+    images: list[Tensor | None] = [None] * len(datas)
+    jpeg = [i for i, data in enumerate(datas) if len(data) > 3 and bytes(data[:3].tolist()) == _JPEG_MAGIC]
+    decoded = dict(zip(jpeg, _device_decode([datas[i] for i in jpeg], device))) if jpeg else {}
+    by_size: dict[tuple[int, ...], list[int]] = {}
+    for i, image in decoded.items():
+        if image is not None:
+            by_size.setdefault(tuple(image.shape), []).append(i)
+    for same in by_size.values():  # one resize per image size in the batch, not one per image
+        for i, image in zip(same, geometry.apply(torch.stack([decoded[i] for i in same]))):
+            images[i] = image
+    for i, data in enumerate(datas):
+        if images[i] is None and len(data):
+            decoded = _pil_decode(data, geometry)
+            images[i] = decoded.to(device) if decoded is not None else None
+    readable = torch.tensor([image is not None and tuple(image.shape) == (3, size, size) for image in images],
+                            dtype=torch.bool)
+    blank = torch.zeros(3, size, size, dtype=torch.uint8, device=device)
+    batch = torch.stack([image if ok else blank for image, ok in zip(images, readable.tolist())]) if datas else \
+        blank[:0].expand(0, 3, size, size)
+    return batch, readable
