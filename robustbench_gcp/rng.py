@@ -158,21 +158,38 @@ class Draws:
     def poisson(self, rates: Tensor) -> Tensor:
         """Poisson counts with the given per-image rates (n, ...), in the dtype of ``rates``.
 
-        Per-image streams invert the Poisson CDF exactly (regularised incomplete gamma, bisection
-        over a bracket of ±10√λ + 10 around λ, where the tails are below 2⁻⁶⁰): batched, and the
-        same on every device.
+        Per-image streams invert the Poisson CDF exactly: the count is the smallest k with
+        P(N ≤ k) ≥ u (regularised incomplete gamma). A normal-quantile guess with a skewness
+        term is checked with two CDF evaluations and is right for about 99 % of values; the
+        rest are found by bisection. Batched, and the same on every device.
         """
         if not isinstance(self.randomness, ImageStreams):
             home = self._generator_device()
             return torch.poisson(rates.to(home), generator=self.randomness).to(rates.device)
         lam = rates.to(torch.float64)
         u = self._unit(tuple(rates.shape[1:]), torch.float64)
-        spread = 10 * lam.sqrt() + 10
-        low = (lam - spread).floor().clamp_(min=0)
-        high = (lam + spread).ceil()
-        for _ in range(max(1, math.ceil(math.log2(float((high - low).max()) + 1)) + 1)):
-            mid = ((low + high) / 2).floor()
-            below = torch.special.gammaincc(mid + 1, lam) >= u  # P(N ≤ mid) ≥ u: the answer is ≤ mid
-            high = torch.where(below, mid, high)
-            low = torch.where(below, low, mid + 1)
-        return high.to(rates.dtype)
+        z = torch.special.ndtri(u.clamp(min=1e-300))
+        counts = (lam + lam.sqrt() * z + (z * z - 1) / 6 + 0.5).floor().clamp_(min=0)
+        wrong = (_poisson_cdf(counts, lam) < u) | ((counts > 0) & (_poisson_cdf(counts - 1, lam) >= u))
+        if bool(wrong.any()):
+            counts[wrong] = _poisson_bisection(lam[wrong], u[wrong])
+        return counts.to(rates.dtype)
+
+
+def _poisson_cdf(k: Tensor, lam: Tensor) -> Tensor:
+    """P(N ≤ k) for N ~ Poisson(lam)."""
+    return torch.special.gammaincc(k + 1, lam)
+
+
+def _poisson_bisection(lam: Tensor, u: Tensor) -> Tensor:
+    """The smallest k with P(N ≤ k) ≥ u, by bisection over λ ± (10√λ + 10), where the tails are
+    below 2⁻⁶⁰."""
+    spread = 10 * lam.sqrt() + 10
+    low = (lam - spread).floor().clamp_(min=0)
+    high = (lam + spread).ceil()
+    for _ in range(max(1, math.ceil(math.log2(float((high - low).max()) + 1)) + 1)):
+        mid = ((low + high) / 2).floor()
+        below = _poisson_cdf(mid, lam) >= u  # the answer is at most mid
+        high = torch.where(below, mid, high)
+        low = torch.where(below, low, mid + 1)
+    return high
