@@ -452,7 +452,7 @@ def _eval_corruption_arguments(parser: argparse.ArgumentParser) -> None:
     _precision_option(parser, "bf16", "no-autocast", "fp32")
     parser.add_argument("--chunk-size", type=int,
                         help="clean images decoded once and kept on the device while every pending cell runs "
-                        "(default: what fits a quarter of the free GPU memory, or 1 GiB on the CPU; results "
+                        "(default: an eighth of the free GPU memory, or 1 GiB on the CPU; results "
                         "do not depend on it)")
     _decode_option(parser)
     parser.add_argument("--compile", action="store_true",

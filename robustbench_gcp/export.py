@@ -9,7 +9,7 @@ where it stopped; per-image seeds make the resumed output identical to an uninte
 from __future__ import annotations
 
 import os
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -137,14 +137,14 @@ def export_corrupted_folder(config: ExportConfig, progress: bool = True) -> Expo
     work = np.flatnonzero(np.logical_or.reduce(list(missing.values())))
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as writers:
         for start in range(0, len(work), config.chunk_size):
-            chunk = work[start : start + config.chunk_size]
+            chunk, writes = work[start : start + config.chunk_size], deque()
             batches = ImageBatches(dataset, chunk.tolist(), config.batch_size, config.workers,
                                    DistContext(device=device), strict=True, decoding=decoding)
             try:
                 images, _, indices = (torch.cat(column) for column in zip(*list(batches)))
             except UnreadableImages as error:
-                raise DatasetError(f"{error}: remove or replace them and rerun (images already written are kept)") \
-                    from None
+                raise DatasetError(f"{error.paths[0]} cannot be decoded as an image; remove or replace it and rerun "
+                                   "(images already written are kept)") from None
             for corruption, severity in cells:
                 wanted = torch.from_numpy(missing[corruption, severity][indices.numpy()])
                 bar.set_postfix_str(f"{corruption} {severity}")
@@ -154,12 +154,20 @@ def export_corrupted_folder(config: ExportConfig, progress: bool = True) -> Expo
                                                  protocol=config.protocol, backend=config.backend, generator=streams,
                                                  check_input=False).cpu()
                     paths = [targets[corruption, severity][i] for i in index.tolist()]
-                    list(writers.map(lambda job: atomic_write_bytes(job[0], _encode(job[1], config.protocol)),
-                                     zip(paths, corrupted.unbind(0))))
+                    writes.extend(writers.submit(_write, path, image, config.protocol)
+                                  for path, image in zip(paths, corrupted.unbind(0)))
+                    while len(writes) > 4 * config.batch_size:  # a bounded backlog of images in host memory
+                        writes.popleft().result()
                     summary.written += len(index)
                     bar.update(len(index))
+            while writes:  # the chunk's files are on disk (or their error raised) before the next chunk
+                writes.popleft().result()
     bar.close()
     return summary
+
+
+def _write(path: Path, image: torch.Tensor, protocol: str) -> None:
+    atomic_write_bytes(path, _encode(image, protocol))
 
 
 def _batches_of(images: torch.Tensor, indices: torch.Tensor, wanted: torch.Tensor, batch_size: int):

@@ -229,6 +229,10 @@ class ResultStore:
                  part.covered),
             )
 
+    def delete_parts(self, run: Run, name: str, level: str) -> None:
+        with self._connect() as db:
+            db.execute("DELETE FROM parts WHERE run_id = ? AND name = ? AND level = ?", (run.id, name, level))
+
     def parts(self, run: Run) -> dict[tuple[str, str], list[CellPart]]:
         """Stored parts of unfinished cells, by cell, in the order they were written."""
         with self._connect() as db:

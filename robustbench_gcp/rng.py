@@ -103,6 +103,10 @@ class Draws:
     """
 
     def __init__(self, n: int, device: torch.device, randomness: Randomness) -> None:
+        if not isinstance(randomness, (ImageStreams, torch.Generator, type(None))):
+            raise TypeError(f"generator must be a torch.Generator, ImageStreams or None, not "
+                            f"{type(randomness).__name__}; for one stream per image use "
+                            "robustbench_gcp.rng.image_streams(seed, indices, purpose, level)")
         if isinstance(randomness, ImageStreams) and len(randomness) != n:
             raise ValueError(f"got {len(randomness)} image streams for {n} images; pass one per image")
         self.n = n

@@ -154,3 +154,43 @@ def test_compiled_model_counts_like_the_eager_one(cifar_config):
     eager = evaluate_corruptions(cifar_config("eager.sqlite"), progress=False)
     compiled = evaluate_corruptions(cifar_config("compiled.sqlite", compile=True), progress=False)
     assert compiled["errors"] == eager["errors"] and compiled["clean_error"] == eager["clean_error"]
+
+
+def test_a_list_of_generators_gets_a_clear_error(imagenet_photos):
+    from robustbench_gcp.corruptions import corrupt
+
+    with pytest.raises(TypeError, match="image_streams"):
+        corrupt(imagenet_photos[:2], "fog", 1, generator=[torch.Generator(), torch.Generator()])
+    with pytest.raises(ValueError, match="one per image"):
+        corrupt(imagenet_photos[:2], "fog", 1, generator=image_streams(0, [0, 1, 2], "fog", 1))
+
+
+def test_a_stop_between_the_last_part_and_the_cell_is_merged_on_the_rerun(cifar_config, monkeypatch):
+    evaluate_corruptions(cifar_config("whole.sqlite"), progress=False)
+
+    def stop(self, run, cell):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ResultStore, "add_cell", stop)
+    with pytest.raises(KeyboardInterrupt):  # the clean cell's only part is stored, the cell is not
+        evaluate_corruptions(cifar_config("stopped.sqlite"), progress=False)
+    monkeypatch.undo()
+    evaluate_corruptions(cifar_config("stopped.sqlite"), progress=False)
+    assert cells_of(cifar_config("stopped.sqlite").db) == cells_of(cifar_config("whole.sqlite").db)
+
+
+def test_overlapping_parts_are_counted_once():
+    from robustbench_gcp.evaluate.corruption import merge_parts
+    from robustbench_gcp.results import CellPart
+    from robustbench_gcp.summaries import pack_flags
+
+    def part(first: int, stop: int, errors: int) -> CellPart:
+        covered = np.zeros(10, dtype=bool)
+        covered[first:stop] = True
+        correct = covered.copy()
+        correct[first : first + errors] = False
+        return CellPart("fog", "1", stop - first, errors, 0, 0, pack_flags(correct), pack_flags(covered))
+
+    merged = merge_parts("fog", "1", [part(0, 5, 1), part(0, 5, 1), part(5, 10, 2)], 10)
+    assert (merged.n, merged.top1_errors) == (10, 3)
+    assert merge_parts("fog", "1", [part(0, 6, 1), part(4, 10, 1)], 10) is None  # cannot be made whole

@@ -28,7 +28,11 @@ T = TypeVar("T")
 
 
 class UnreadableImages(Error, ValueError):
-    """``--strict`` met files that cannot be decoded."""
+    """``--strict`` met files that cannot be decoded (``paths``: the first few)."""
+
+    def __init__(self, paths: list) -> None:
+        super().__init__(f"unreadable images: {paths} (drop --strict to skip and count them)")
+        self.paths = paths
 
 
 @dataclass(frozen=True)
@@ -123,7 +127,7 @@ class ImageBatches:
                 if self.strict:
                     bad = index[~readable].tolist()
                     paths = [self.dataset.samples[i][0] for i in bad] if hasattr(self.dataset, "samples") else bad
-                    raise UnreadableImages(f"unreadable images: {paths[:3]} (drop --strict to skip and count them)")
+                    raise UnreadableImages(paths[:3])
                 self.skipped += int((~readable).sum())
                 keep = readable.to(device)
                 images, labels, index = images[keep], labels[readable], index[readable]

@@ -20,6 +20,7 @@ from ..corruptions.ops import quiet_torchvision_codecs
 
 DECODERS = ("pil", "device")
 _JPEG_MAGIC = b"\xff\xd8\xff"
+_JPEG_END = b"\xff\xd9"
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,8 @@ def decode_batch(datas: Sequence[Tensor], geometry: Geometry, size: int,
     refuses, goes through PIL. Unreadable images are zeros with their flag False.
     """
     images: list[Tensor | None] = [None] * len(datas)
-    jpeg = [i for i, data in enumerate(datas) if len(data) > 3 and bytes(data[:3].tolist()) == _JPEG_MAGIC]
+    jpeg = [i for i, data in enumerate(datas)  # whole JPEGs only: a truncated one goes to PIL, which refuses it
+            if len(data) > 4 and bytes(data[:3].tolist()) == _JPEG_MAGIC and bytes(data[-2:].tolist()) == _JPEG_END]
     decoded = dict(zip(jpeg, _device_decode([datas[i] for i in jpeg], device))) if jpeg else {}
     by_size: dict[tuple[int, ...], list[int]] = {}
     for i, image in decoded.items():

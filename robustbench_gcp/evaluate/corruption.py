@@ -10,6 +10,7 @@ point. Every check runs before the first cell, so a refused configuration leaves
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -28,7 +29,7 @@ from ..devices import as_model_input, autocast, effective_precision, prepare, to
 from ..distributed import DistContext, barrier, broadcast, init_distributed
 from ..models.zoo import file_sha256
 from ..progress import Progress, progress_bar
-from ..results import DEFAULT_DB, Cell, CellPart, write_json
+from ..results import DEFAULT_DB, Cell, CellPart, ResultStore, Run, write_json
 from ..rng import image_streams
 from ..summaries import CLEAN, pack_flags, summarize_corruptions, unpack_flags
 from ..version import __version__
@@ -145,14 +146,15 @@ def run_identity(config: CorruptionEvalConfig, source: EvalSource, checkpoint_sh
 
 
 def chunk_size(config: CorruptionEvalConfig, input_size: int, device: torch.device) -> int:
-    """Images decoded at once: ``--chunk-size``, else what fits a quarter of the free GPU memory
-    (the full 50,000-image ImageNet val at 224 px is 7.5 GB) or 1 GiB of host memory; rounded up
-    to whole batches, so the batches (and with them every floating-point sum the model makes)
-    are the same whatever the chunk size."""
+    """Images decoded at once: ``--chunk-size``, else an eighth of the free GPU memory (up to
+    three chunks are in memory at once: the one running, one read ahead, one being read; the
+    full 50,000-image ImageNet val at 224 px is 7.5 GB) or 1 GiB of host memory; rounded up to
+    whole batches, so the batches (and with them every floating-point sum the model makes) are
+    the same whatever the chunk size."""
     if config.chunk_size is not None:
         size = config.chunk_size
     else:
-        budget = torch.cuda.mem_get_info(device)[0] // 4 if device.type == "cuda" else 2**30
+        budget = torch.cuda.mem_get_info(device)[0] // 8 if device.type == "cuda" else 2**30
         size = budget // (3 * input_size * input_size)
     return max(1, -(-size // config.batch_size)) * config.batch_size
 
@@ -253,11 +255,34 @@ class _ChunkRunner:
         return CellPart(name, level, n, top1, top5, skipped, pack_flags(flags), pack_flags(covered))
 
 
-def merge_parts(name: str, level: str, parts: list[CellPart], size: int) -> Cell:
-    """One cell from the parts that cover all its ``size`` images: counts add up, outcomes join."""
-    correct = np.logical_or.reduce([unpack_flags(part.mask)[:size] for part in parts])
-    return Cell(name, level, sum(p.n for p in parts), sum(p.top1_errors for p in parts),
-                sum(p.top5_errors for p in parts), sum(p.skipped for p in parts), mask=pack_flags(correct))
+def merge_parts(name: str, level: str, parts: list[CellPart], size: int) -> Cell | None:
+    """One cell from parts that cover all its ``size`` images: counts add up, outcomes join.
+    Parts that overlap ones already taken (two processes ran the same images) are left out;
+    None when the rest leaves images uncovered."""
+    taken, covered = [], np.zeros(size, dtype=bool)
+    for part in parts:
+        bits = unpack_flags(part.covered)[:size]
+        if not (bits & covered).any():
+            taken.append(part)
+            covered |= bits
+    if not covered.all():
+        return None
+    correct = np.logical_or.reduce([unpack_flags(part.mask)[:size] for part in taken])
+    return Cell(name, level, sum(p.n for p in taken), sum(p.top1_errors for p in taken),
+                sum(p.top5_errors for p in taken), sum(p.skipped for p in taken), mask=pack_flags(correct))
+
+
+def _finish_cell(store: ResultStore, run: Run, cell: tuple[str, str], parts: list[CellPart], size: int) -> None:
+    """Store a cell whose parts cover every image; overlapping parts that cannot make one whole
+    cell are dropped, with a warning, so that the next run evaluates the cell again."""
+    merged = merge_parts(*cell, parts, size)
+    if merged is not None:
+        store.add_cell(run, merged)
+        return
+    store.delete_parts(run, *cell)
+    warnings.warn(f"cell {cell[0]} {cell[1]} of run {run.id} was evaluated twice over overlapping chunks (two "
+                  "processes on one run?); its parts were dropped: rerun the command to evaluate it again",
+                  stacklevel=3)
 
 
 def coverage(parts: list[CellPart], size: int) -> np.ndarray:
@@ -294,12 +319,16 @@ def evaluate_corruptions(config: CorruptionEvalConfig, progress: bool = True) ->
     run = start_run(store, "corruption", config.model, identity, config.name) if store else None
     wanted = [CLEAN] * (source.clean is not None) + [(c, str(s)) for c in config.corruptions for s in config.severities]
     stored = store.parts(run) if store else {}
+    if store:  # parts that already cover a cell (a run stopped between its last part and the cell)
+        for cell in wanted:
+            if cell not in store.cells(run) and coverage(stored.get(cell, []), size).all():
+                _finish_cell(store, run, cell, stored.pop(cell), size)
     todo = broadcast({cell: ~coverage(stored.get(cell, []), size) for cell in wanted if cell not in store.cells(run)}
                      if store else None, ctx)
     work = np.flatnonzero(np.logical_or.reduce(list(todo.values()))) if todo else np.zeros(0, dtype=np.int64)
     runner = _ChunkRunner(config, model, source, indices, ctx, precision)
     bar = progress_bar(int(sum(t.sum() for t in todo.values())), "eval-corruption", progress and ctx.is_main)
-    step = chunk_size(config, source.input_size, ctx.device)
+    step = broadcast(chunk_size(config, source.input_size, ctx.device), ctx)  # rank 0's: ranks split alike
     for chunk in runner.chunks(work, step):
         for cell, missing in todo.items():
             positions = chunk.positions[missing[chunk.positions]]
@@ -311,7 +340,7 @@ def evaluate_corruptions(config: CorruptionEvalConfig, progress: bool = True) ->
                 store.add_part(run, part)
                 stored.setdefault(cell, []).append(part)
                 if coverage(stored[cell], size).all():
-                    store.add_cell(run, merge_parts(*cell, stored[cell], size))
+                    _finish_cell(store, run, cell, stored.pop(cell), size)
             barrier(ctx)
     bar.close()
     if not store:
