@@ -77,7 +77,7 @@ def decode_rate(args, root: Path, device: torch.device, decode: str) -> tuple[fl
     def load() -> torch.Tensor:
         batches = ImageBatches(dataset, range(len(samples)), args.batch, args.workers, DistContext(device=device),
                                False, decoding)
-        return torch.cat([images for images, _, _ in batches])
+        return batches.gather()[0]
 
     load()  # warm-up: worker start, codec initialisation
     synchronize(device)

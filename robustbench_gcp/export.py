@@ -21,7 +21,7 @@ import torch
 from .corruptions.api import IMAGENET_C_JPEG_QUALITY, check_name, check_options, corrupt_to_uint8, names
 from .corruptions.ops import quiet_torchvision_codecs
 from .corruptions.params import MIN_SIZE
-from .data.batches import DeviceDecoding, ImageBatches, UnreadableImages
+from .data.batches import DeviceDecoding, ImageBatches, UnreadableImages, batches_of
 from .data.decode import DECODERS
 from .data.folders import DatasetError, eval_geometry, eval_transform
 from .data.sources import ImageFiles, check_image_sizes, folder_samples
@@ -141,14 +141,14 @@ def export_corrupted_folder(config: ExportConfig, progress: bool = True) -> Expo
             batches = ImageBatches(dataset, chunk.tolist(), config.batch_size, config.workers,
                                    DistContext(device=device), strict=True, decoding=decoding)
             try:
-                images, _, indices = (torch.cat(column) for column in zip(*list(batches)))
+                images, _, indices = batches.gather()  # strict: every image of the chunk is read
             except UnreadableImages as error:
                 raise DatasetError(f"{error.paths[0]} cannot be decoded as an image; remove or replace it and rerun "
                                    "(images already written are kept)") from None
             for corruption, severity in cells:
                 wanted = torch.from_numpy(missing[corruption, severity][indices.numpy()])
                 bar.set_postfix_str(f"{corruption} {severity}")
-                for batch, index in _batches_of(images, indices, wanted, config.batch_size):
+                for batch, index in batches_of((images, indices), wanted, config.batch_size):
                     streams = image_streams(config.seed, index, corruption, severity, device)
                     corrupted = corrupt_to_uint8(to_float_images(batch, device), corruption, severity,
                                                  protocol=config.protocol, backend=config.backend, generator=streams,
@@ -169,10 +169,3 @@ def export_corrupted_folder(config: ExportConfig, progress: bool = True) -> Expo
 def _write(path: Path, image: torch.Tensor, protocol: str) -> None:
     atomic_write_bytes(path, _encode(image, protocol))
 
-
-def _batches_of(images: torch.Tensor, indices: torch.Tensor, wanted: torch.Tensor, batch_size: int):
-    """The ``wanted`` images of a chunk in batches (uint8 on the device, dataset indices)."""
-    if not wanted.all():
-        images, indices = images[wanted.to(images.device)], indices[wanted]
-    for start in range(0, len(indices), batch_size):
-        yield images[start : start + batch_size], indices[start : start + batch_size]

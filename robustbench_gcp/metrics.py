@@ -84,6 +84,12 @@ def mean_error(errors: ErrorTable) -> float:
     return 100 * sum(rates) / len(rates)
 
 
+def top_hits(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-sample top-1 and top-5 hits (top-k over all classes when there are fewer than five)."""
+    hits = logits.topk(min(5, logits.shape[1]), dim=1).indices == labels[:, None]
+    return hits[:, 0], hits.any(dim=1)
+
+
 @dataclass
 class Counts:
     """Top-1/top-5 error counts, not percentages, so shards and resumed runs add up exactly."""
@@ -94,12 +100,11 @@ class Counts:
 
     def add(self, logits: Tensor, labels: Tensor) -> Tensor:
         """Count a batch; returns its per-sample top-1 hits (the same ones the counts use)."""
-        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-        hits = top == labels[:, None]
+        top1, top5 = top_hits(logits, labels)
         self.n += labels.numel()
-        self.top1_errors += int((~hits[:, 0]).sum())
-        self.top5_errors += int((~hits.any(dim=1)).sum())
-        return hits[:, 0]
+        self.top1_errors += int((~top1).sum())
+        self.top5_errors += int((~top5).sum())
+        return top1
 
     @property
     def top1_accuracy(self) -> float:

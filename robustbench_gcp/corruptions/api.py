@@ -56,8 +56,9 @@ def check_name(name: str) -> None:
         raise CorruptionError(f"unknown corruption {name!r}; valid names: {', '.join(names('all'))}")
 
 
-def check_images(images: Tensor, protocol: str) -> None:
-    """One clear message for each way a batch can be unfit for corruption."""
+def check_images(images: Tensor, protocol: str, values: bool = True) -> None:
+    """One clear message for each way a batch can be unfit for corruption; ``values=False``
+    leaves out the check of the values (a device synchronisation)."""
     if not isinstance(images, Tensor):
         raise CorruptionError(f"images must be a torch.Tensor, got {type(images).__name__}")
     if not images.is_floating_point():
@@ -66,7 +67,7 @@ def check_images(images: Tensor, protocol: str) -> None:
         )
     if images.dim() != 4 or images.shape[1] != 3:
         raise CorruptionError(f"images must have shape (N, 3, H, W), got {tuple(images.shape)}")
-    if images.numel() and (not torch.isfinite(images).all() or images.min() < 0 or images.max() > 1):
+    if values and images.numel() and (not torch.isfinite(images).all() or images.min() < 0 or images.max() > 1):
         raise CorruptionError("images must be finite and in [0, 1]; divide 0–255 data by 255 and clamp")
     smallest = MIN_SIZE[protocol]
     if min(images.shape[-2:]) < smallest:
@@ -139,10 +140,7 @@ def _corrupt_unsaved(
     check_input: bool,
 ) -> Tensor:
     check_options(name, severity, protocol, backend)
-    if check_input:
-        check_images(images, protocol)
-    elif min(images.shape[-2:]) < MIN_SIZE[protocol]:
-        check_images(images, protocol)  # the size check alone costs nothing
+    check_images(images, protocol, values=check_input)
     if images.shape[0] == 0:
         return images.clone()
     if backend == "reference":

@@ -103,8 +103,8 @@ class ImageBatches:
 
     Yields (uint8 images (B, 3, H, W) on the device, labels on the device, dataset indices on
     the host). With ``decoding`` the dataset's files are read as bytes and decoded on the
-    device; unreadable images are dropped and counted in ``skipped`` (or refused with ``strict``);
-    a batch left empty is skipped.
+    device; unreadable images are dropped and their dataset indices kept in ``unread`` (or
+    refused with ``strict``); a batch left empty is skipped.
     """
 
     def __init__(self, dataset: Dataset, indices: Sequence[int], batch_size: int, workers: int, ctx: DistContext,
@@ -114,7 +114,16 @@ class ImageBatches:
         self.loader = DataLoader(share, batch_size=batch_size, num_workers=workers,
                                  pin_memory=ctx.device.type == "cuda" and not decoding,
                                  collate_fn=collate_encoded if decoding else None)
-        self.skipped = 0
+        self.unread: list[int] = []
+
+    @property
+    def skipped(self) -> int:
+        return len(self.unread)
+
+    def gather(self) -> tuple[Tensor, Tensor, Tensor] | None:
+        """Every batch joined: (uint8 images on the device, labels, dataset indices); None if none was read."""
+        parts = list(self)
+        return tuple(torch.cat(column) for column in zip(*parts)) if parts else None
 
     def _device_batches(self) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
         device = self.ctx.device
@@ -128,7 +137,7 @@ class ImageBatches:
                     bad = index[~readable].tolist()
                     paths = [self.dataset.samples[i][0] for i in bad] if hasattr(self.dataset, "samples") else bad
                     raise UnreadableImages(paths[:3])
-                self.skipped += int((~readable).sum())
+                self.unread += index[~readable].tolist()
                 keep = readable.to(device)
                 images, labels, index = images[keep], labels[readable], index[readable]
             if len(labels):
@@ -136,3 +145,12 @@ class ImageBatches:
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
         return read_ahead(self._device_batches(), self.ctx.device)
+
+
+def batches_of(columns: Sequence[Tensor], wanted: Tensor, batch_size: int) -> Iterator[list[Tensor]]:
+    """The rows of ``columns`` (tensors of equal length, on any devices) where ``wanted`` (a
+    boolean host tensor) is set, in consecutive batches of ``batch_size``."""
+    if not wanted.all():
+        columns = [column[wanted.to(column.device)] for column in columns]
+    for start in range(0, len(columns[0]), batch_size):
+        yield [column[start : start + batch_size] for column in columns]

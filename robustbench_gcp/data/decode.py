@@ -77,10 +77,12 @@ def collate_encoded(items):
     return tensors, torch.tensor(labels), torch.tensor(index), torch.tensor(readable)
 
 
-def _pil_decode(data: Tensor, geometry: Geometry) -> Tensor | None:
+def pil_decode(source, transform) -> Tensor | None:
+    """``transform`` of the RGB image in ``source`` (a path or a file object); None when PIL
+    cannot decode it."""
     try:
-        with Image.open(io.BytesIO(data.numpy().tobytes())) as image:
-            return geometry.pil_transform()(image.convert("RGB"))
+        with Image.open(source) as image:
+            return transform(image.convert("RGB"))
     except (OSError, UnidentifiedImageError, ValueError):
         return None
 
@@ -122,7 +124,7 @@ def decode_batch(datas: Sequence[Tensor], geometry: Geometry, size: int,
             images[i] = image
     for i, data in enumerate(datas):
         if images[i] is None and len(data):
-            decoded = _pil_decode(data, geometry)
+            decoded = pil_decode(io.BytesIO(data.numpy().tobytes()), geometry.pil_transform())
             images[i] = decoded.to(device) if decoded is not None else None
     readable = torch.tensor([image is not None and tuple(image.shape) == (3, size, size) for image in images],
                             dtype=torch.bool)

@@ -20,7 +20,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_datas
 
 from ..corruptions import names as corruption_names
 from ..corruptions.api import is_severity
-from .decode import Geometry
+from .decode import Geometry, pil_decode
 from .folders import RESIZE_FROM, DatasetError, _balanced_indices, eval_geometry, eval_transform
 
 SOURCES = ("generated", "imagenet-c", "cifar10-c")
@@ -71,11 +71,10 @@ class ImageFiles(Dataset):
 
     def __getitem__(self, index: int):
         path, label = self.samples[index]
-        try:
-            with Image.open(path) as image:
-                return self.transform(image.convert("RGB")), label, index, True
-        except (OSError, UnidentifiedImageError, ValueError):
+        image = pil_decode(path, self.transform)
+        if image is None:
             return torch.zeros(3, self.fallback_size, self.fallback_size, dtype=torch.uint8), label, index, False
+        return image, label, index, True
 
 
 class ArrayImages(Dataset):

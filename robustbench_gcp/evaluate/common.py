@@ -18,6 +18,7 @@ from ..devices import PRECISIONS, to_float_images
 from ..distributed import DistContext, gather_flags, sum_counts
 from ..errors import Error
 from ..fileio import check_output_file
+from ..metrics import top_hits
 from ..models import create_model
 from ..progress import Progress
 from ..results import Cell, ResultStore, Run
@@ -128,10 +129,9 @@ class Tally:
         self._index: list[Tensor] = []
 
     def add(self, logits: Tensor, labels: Tensor, index: Tensor) -> None:
-        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-        hits = top == labels[:, None]
-        self._top1.append(hits[:, 0])
-        self._top5.append(hits.any(dim=1))
+        top1, top5 = top_hits(logits, labels)
+        self._top1.append(top1)
+        self._top5.append(top5)
         self._index.append(index)
 
     def outcomes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

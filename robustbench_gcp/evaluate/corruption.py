@@ -22,7 +22,7 @@ from torch import nn
 from ..corruptions import BACKENDS, PROTOCOLS, corrupt, names
 from ..corruptions.api import check_name, is_severity
 from ..corruptions.params import MIN_SIZE
-from ..data.batches import DeviceDecoding, ImageBatches, read_ahead
+from ..data.batches import DeviceDecoding, ImageBatches, batches_of, read_ahead
 from ..data.decode import DECODERS
 from ..data.sources import DatasetError, EvalSource, ImageFiles
 from ..devices import as_model_input, autocast, effective_precision, prepare, to_float_images
@@ -181,7 +181,7 @@ class _ChunkRunner:
     def __init__(self, config: CorruptionEvalConfig, model: nn.Module, source: EvalSource, indices: list[int],
                  ctx: DistContext, precision: str) -> None:
         self.config, self.model, self.source, self.ctx, self.precision = config, model, source, ctx, precision
-        self.indices = indices
+        self.indices = np.asarray(indices, dtype=np.int64)  # dataset index of each position
         self.positions = {index: p for p, index in enumerate(indices)}
 
     def _batches(self, dataset, positions: np.ndarray, corrupted: bool) -> ImageBatches:
@@ -189,20 +189,19 @@ class _ChunkRunner:
         if self.config.decode == "device" and isinstance(dataset, ImageFiles):
             decoding = DeviceDecoding(self.source.geometry(corrupted), self.source.input_size)
         c = self.config
-        return ImageBatches(dataset, [self.indices[p] for p in positions], c.batch_size, c.workers, self.ctx,
-                            c.strict, decoding)
+        return ImageBatches(dataset, self.indices[positions].tolist(), c.batch_size, c.workers, self.ctx, c.strict,
+                            decoding)
 
     def read(self, positions: np.ndarray) -> _Chunk:
         """This rank's share of a chunk, its clean images decoded once (on-the-fly sources only)."""
         chunk = _Chunk(positions)
         if not self.source.on_the_fly:
             return chunk
-        parts = list(self._batches(self.source.clean, positions, corrupted=False))
-        if parts:
-            chunk.images, chunk.labels, chunk.index = (torch.cat(column) for column in zip(*parts))
-        read = set(chunk.index.tolist()) if parts else set()
-        share = [self.indices[p] for p in positions[self.ctx.rank :: self.ctx.world]]
-        chunk.unread = np.array([i for i in share if i not in read], dtype=np.int64)
+        batches = self._batches(self.source.clean, positions, corrupted=False)
+        read = batches.gather()
+        if read is not None:
+            chunk.images, chunk.labels, chunk.index = read
+        chunk.unread = np.array(batches.unread, dtype=np.int64)
         return chunk
 
     def chunks(self, work: np.ndarray, size: int):
@@ -214,26 +213,17 @@ class _ChunkRunner:
         with autocast(self.precision, self.ctx.device):
             return self.model(as_model_input(images)).float()
 
-    def _chunk_batches(self, chunk: _Chunk, positions: np.ndarray):
-        """The chunk's images at ``positions`` (uint8, labels, dataset indices), in batches."""
-        if chunk.images is None:
-            return
-        images, labels, index = chunk.images, chunk.labels, chunk.index
-        wanted = np.isin(index.numpy(), [self.indices[p] for p in positions])
-        if not wanted.all():
-            keep = torch.from_numpy(wanted)
-            images, labels, index = images[keep.to(images.device)], labels[keep.to(labels.device)], index[keep]
-        for start in range(0, len(index), self.config.batch_size):
-            stop = start + self.config.batch_size
-            yield images[start:stop], labels[start:stop], index[start:stop]
-
     @torch.inference_mode()
     def run(self, name: str, level: str, chunk: _Chunk, positions: np.ndarray, bar: Progress) -> CellPart:
         """The counts of cell (name, level) over the chunk's ``positions`` (all ranks together)."""
         config, device, tally = self.config, self.ctx.device, Tally()
         if self.source.on_the_fly:
-            severity = int(level)
-            for images, labels, index in self._chunk_batches(chunk, positions):
+            severity, wanted = int(level), self.indices[positions]
+            batches = ()  # none when nothing of this rank's share could be read
+            if chunk.images is not None:
+                selected = torch.from_numpy(np.isin(chunk.index.numpy(), wanted))
+                batches = batches_of((chunk.images, chunk.labels, chunk.index), selected, config.batch_size)
+            for images, labels, index in batches:
                 batch = to_float_images(images, device)
                 if name != "clean":
                     streams = image_streams(config.seed, index, name, severity, device)
@@ -241,7 +231,7 @@ class _ChunkRunner:
                                     generator=streams, check_input=False)
                 tally.add(self._logits(batch), labels, index)
                 bar.update(len(index) * self.ctx.world)
-            skipped = int(np.isin(chunk.unread, [self.indices[p] for p in positions]).sum())
+            skipped = int(np.isin(chunk.unread, wanted).sum())
         else:
             dataset = self.source.clean if name == "clean" else self.source.cell(name, int(level))
             batches = self._batches(dataset, positions, corrupted=name != "clean")
@@ -272,17 +262,18 @@ def merge_parts(name: str, level: str, parts: list[CellPart], size: int) -> Cell
                 sum(p.top5_errors for p in taken), sum(p.skipped for p in taken), mask=pack_flags(correct))
 
 
-def _finish_cell(store: ResultStore, run: Run, cell: tuple[str, str], parts: list[CellPart], size: int) -> None:
-    """Store a cell whose parts cover every image; overlapping parts that cannot make one whole
-    cell are dropped, with a warning, so that the next run evaluates the cell again."""
+def _finish_cell(store: ResultStore, run: Run, cell: tuple[str, str], parts: list[CellPart], size: int) -> bool:
+    """Store a cell whose parts cover every image (True); overlapping parts that cannot make one
+    whole cell are dropped instead (False), with a warning, so that the cell is evaluated again."""
     merged = merge_parts(*cell, parts, size)
     if merged is not None:
         store.add_cell(run, merged)
-        return
+        return True
     store.delete_parts(run, *cell)
     warnings.warn(f"cell {cell[0]} {cell[1]} of run {run.id} was evaluated twice over overlapping chunks (two "
                   "processes on one run?); its parts were dropped: rerun the command to evaluate it again",
                   stacklevel=3)
+    return False
 
 
 def coverage(parts: list[CellPart], size: int) -> np.ndarray:
@@ -318,13 +309,16 @@ def evaluate_corruptions(config: CorruptionEvalConfig, progress: bool = True) ->
     store = open_store(config.db, ctx)
     run = start_run(store, "corruption", config.model, identity, config.name) if store else None
     wanted = [CLEAN] * (source.clean is not None) + [(c, str(s)) for c in config.corruptions for s in config.severities]
-    stored = store.parts(run) if store else {}
-    if store:  # parts that already cover a cell (a run stopped between its last part and the cell)
-        for cell in wanted:
-            if cell not in store.cells(run) and coverage(stored.get(cell, []), size).all():
-                _finish_cell(store, run, cell, stored.pop(cell), size)
-    todo = broadcast({cell: ~coverage(stored.get(cell, []), size) for cell in wanted if cell not in store.cells(run)}
-                     if store else None, ctx)
+    todo = None
+    if store:
+        done, stored = set(store.cells(run)), store.parts(run)
+        todo = {cell: ~coverage(stored.get(cell, []), size) for cell in wanted if cell not in done}
+        for cell in [cell for cell, missing in todo.items() if not missing.any()]:  # a run stopped between
+            if _finish_cell(store, run, cell, stored.pop(cell), size):  # a cell's last part and the cell itself
+                del todo[cell]
+            else:
+                todo[cell] = np.ones(size, dtype=bool)
+    todo = broadcast(todo, ctx)
     work = np.flatnonzero(np.logical_or.reduce(list(todo.values()))) if todo else np.zeros(0, dtype=np.int64)
     runner = _ChunkRunner(config, model, source, indices, ctx, precision)
     bar = progress_bar(int(sum(t.sum() for t in todo.values())), "eval-corruption", progress and ctx.is_main)
