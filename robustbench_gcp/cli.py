@@ -77,11 +77,11 @@ def _corruption_list(text: str) -> list[str]:
 
 
 def _attack_list(text: str) -> list[str]:
-    from .attacks import attack_spec
+    from .attacks import check_attack
 
     chosen = [part.strip() for part in text.split(",") if part.strip()]
     for name in chosen:
-        attack_spec(name)
+        check_attack(name)
     return chosen
 
 
@@ -210,8 +210,9 @@ def _cmd_eval_attack(args: argparse.Namespace) -> None:
     config = AttackEvalConfig(
         model=args.model, data=Path(args.data), attacks=args.attacks, eps=args.eps,
         checkpoint=_path(args.checkpoint), num_classes=args.num_classes, steps=args.steps, restarts=args.restarts,
-        rel_stepsize=args.rel_stepsize, backend=args.backend, precision=_precision(args, "bf16", "bf16"),
-        limit=args.limit, seed=args.seed, batch_size=args.batch_size, workers=args.workers, device=args.device,
+        rel_stepsize=args.rel_stepsize, backend=args.backend, norm=args.norm, queries=args.queries,
+        precision=_precision(args, "bf16", "bf16"), limit=args.limit, seed=args.seed, batch_size=args.batch_size,
+        workers=args.workers, device=args.device,
         strict=args.strict, class_index=_path(args.class_index), db=Path(args.db), json=_path(args.json),
         name=args.name,
     )
@@ -469,23 +470,32 @@ def _decode_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _eval_attack_arguments(parser: argparse.ArgumentParser) -> None:
-    from .attacks import ATTACKS
+    from .attacks import ATTACK_NAMES
     from .attacks import BACKENDS as ATTACK_BACKENDS
+    from .attacks.autoattack import QUERIES
+    from .attacks.rows import NORMS
 
     _model_options(parser)
     parser.add_argument("--data", required=True, help="clean ImageFolder")
     parser.add_argument("--class-index", help="imagenet_class_index.json or synset_words.txt for class subsets")
     parser.add_argument("--attacks", type=_typed(_attack_list), default="linf-pgd",
-                        help=f"comma-separated: {', '.join(ATTACKS)}")
+                        help=f"comma-separated: {', '.join(ATTACK_NAMES)} (autoattack: the standard version, a "
+                        "cascade of apgd-ce, apgd-t, fab-t, square)")
     parser.add_argument("--eps", required=True, type=_typed(_epsilons),
                         help="comma-separated, fractions allowed: 0,1/255,2/255,4/255")
-    parser.add_argument("--steps", type=int, help="iterations (default: the attack's foolbox default)")
-    parser.add_argument("--restarts", type=int, default=1, help="random restarts; the first success is kept")
+    parser.add_argument("--steps", type=int, help="iterations (default: the attack's foolbox default; AutoAttack's "
+                        "APGD and FAB: 100)")
+    parser.add_argument("--restarts", type=int, default=1, help="random restarts; the first success is kept (the "
+                        "AutoAttack versions fix their own)")
+    parser.add_argument("--norm", choices=NORMS, default="linf", help="threat model of the AutoAttack attacks")
+    parser.add_argument("--queries", type=int, default=QUERIES, help="queries of the Square attack")
     parser.add_argument("--rel-stepsize", type=float,
                         help="step size relative to eps (default: 2.5 / --steps when --steps is given, so the "
                         "attack can cross the eps-ball; foolbox's otherwise)")
     parser.add_argument("--backend", choices=ATTACK_BACKENDS, default="native",
-                        help="native: batched PGD for linf-pgd/l2-pgd, foolbox for the others; foolbox: all")
+                        help="native: batched PGD for linf-pgd/l2-pgd and native AutoAttack, foolbox for the "
+                        "others; foolbox: all but AutoAttack; reference: as native, with AutoAttack's attacks run "
+                        "by the pyautoattack package")
     _run_options(parser)
     _precision_option(parser, "fp32", "bf16", "bf16")
 

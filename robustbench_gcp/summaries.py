@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from .attacks import ATTACKS, parse_epsilons
+from .attacks import ATTACK_CELLS, parse_epsilons
 from .corruptions import names
 from .metrics import mce, mean_error, relative_mce
 from .results import Cell, Run
@@ -130,7 +130,7 @@ def summarize_attacks(run: Run, cells: Mapping[tuple[str, str], Cell],
     (``<metric>_ci``) at ``confidence`` (None: none); the worst case is a proportion too."""
     clean = cells.get(CLEAN)
     n = clean.n if clean else 0
-    attacks = [a for a in ATTACKS if any(name == a for name, _ in cells)]
+    attacks = [a for a in ATTACK_CELLS if any(name == a for name, _ in cells)]
     levels = sorted({level for name, level in cells if name != "clean"}, key=lambda t: parse_epsilons(t)[0][1])
 
     def accuracy(cell: Cell) -> float | None:

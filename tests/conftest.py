@@ -43,6 +43,33 @@ def cifar_test_dir() -> Path:
     return shared_path("cifar10_test_jpg/test")
 
 
+@pytest.fixture(scope="session")
+def resnet20(resnet20_file):
+    """The pretrained CIFAR-10 ResNet-20, in eval mode."""
+    import robustbench_gcp as rg
+
+    return rg.create_model("CIFAR10_ResNet20_GAP", checkpoint=resnet20_file).eval()
+
+
+def labelled_cifar(root: Path, limit: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A class-balanced subset of ``limit`` real CIFAR-10 test photos (float in [0, 1]) and labels."""
+    from robustbench_gcp.data import balanced_subset, image_folder
+
+    dataset = balanced_subset(image_folder(root, 32), limit=limit, seed=0)
+    images = torch.stack([dataset[i][0] for i in range(len(dataset))]).float() / 255
+    labels = torch.tensor([dataset[i][1] for i in range(len(dataset))])
+    return images, labels
+
+
+def stored_cells(db: Path) -> dict:
+    """Every cell of a results database: (name, level) → (n, top-1, top-5 errors, flags)."""
+    import sqlite3
+
+    with sqlite3.connect(db) as connection:
+        rows = connection.execute("SELECT name, level, n, top1_errors, top5_errors, mask FROM cells").fetchall()
+    return {(name, level): rest for name, level, *rest in rows}
+
+
 def _load_images(paths, size: int | None) -> torch.Tensor:
     import numpy as np
     from PIL import Image

@@ -3,41 +3,24 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 pytest.importorskip("foolbox", reason="attacks need foolbox")
 
-import robustbench_gcp as rg  # noqa: E402
+from conftest import labelled_cifar, stored_cells  # noqa: E402
+
 from robustbench_gcp.attacks import AttackError, AttackSettings, parse_epsilons, run_attack  # noqa: E402
 from robustbench_gcp.evaluate.attack import AttackEvalConfig, evaluate_attacks  # noqa: E402
 from robustbench_gcp.rng import image_streams
 
 
-def cells(db: Path) -> dict:
-    with sqlite3.connect(db) as connection:
-        rows = connection.execute("SELECT name, level, n, top1_errors, top5_errors, mask FROM cells").fetchall()
-    return {(name, level): rest for name, level, *rest in rows}
-
-
-@pytest.fixture(scope="module")
-def resnet20(resnet20_file):
-    return rg.create_model("CIFAR10_ResNet20_GAP", checkpoint=resnet20_file)
-
-
 @pytest.fixture(scope="module")
 def photos(cifar_test_dir):
-    from robustbench_gcp.data import balanced_subset, image_folder
-
-    dataset = balanced_subset(image_folder(cifar_test_dir, 32), limit=200, seed=0)
-    images = torch.stack([dataset[i][0] for i in range(len(dataset))]).float() / 255
-    labels = torch.tensor([dataset[i][1] for i in range(len(dataset))])
-    return images, labels
+    return labelled_cifar(cifar_test_dir, 200)
 
 
 @pytest.mark.parametrize("name, eps", [("linf-pgd", [1 / 255, 2 / 255, 4 / 255]), ("l2-pgd", [0.1, 0.25, 0.5])])
@@ -70,11 +53,12 @@ def test_run_properties_resume_and_json(tmp_path, cifar_test_dir, resnet20_file)
     summary = evaluate_attacks(resumed, progress=False)
     once = AttackEvalConfig(attacks=["linf-pgd", "fgsm"], db=tmp_path / "once.sqlite", **common)
     evaluate_attacks(once, progress=False)
-    assert cells(tmp_path / "resumed.sqlite") == cells(tmp_path / "once.sqlite")
+    assert stored_cells(tmp_path / "resumed.sqlite") == stored_cells(tmp_path / "once.sqlite")
 
     assert set(summary) == {"model", "checkpoint_sha256", "dataset", "n", "clean_accuracy", "robust_accuracy",
                             "worst_case", "skipped_unreadable", "run_id", "clean_accuracy_ci", "robust_accuracy_ci",
-                            "worst_case_ci"}
+                            "worst_case_ci", "report"}
+    assert summary["report"] == []
     for attack, by_eps in summary["robust_accuracy_ci"].items():
         for eps, (low, high) in by_eps.items():
             assert low <= summary["robust_accuracy"][attack][eps] <= high
@@ -136,4 +120,4 @@ def test_two_gloo_processes_count_like_one(tmp_path, cifar_test_dir, resnet20_fi
                              "29535", *args, "--db", str(tmp_path / "two.sqlite")], capture_output=True, text=True,
                             timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert double.returncode == 0, double.stderr[-3000:]
-    assert cells(tmp_path / "two.sqlite") == cells(tmp_path / "one.sqlite")
+    assert stored_cells(tmp_path / "two.sqlite") == stored_cells(tmp_path / "one.sqlite")

@@ -4,6 +4,7 @@ Measured differences are printed (``pytest -s``) as well as checked."""
 
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 import sys
@@ -178,6 +179,29 @@ def test_native_pgd_runs_in_bf16_on_cuda():
                              AttackSettings(steps=3, autocast=True), image_streams(0, range(16), "pgd", 0, "cuda"))
     assert adversarial.shape == (2, 8, 3, 32, 32) and torch.equal(adversarial[0], images)
     assert (adversarial[1] - images).abs().max() <= 4 / 255 + 1e-6
+
+
+@pytest.mark.parametrize("norm, eps", [("linf", 1 / 510), ("l2", 0.1)])
+def test_autoattack_on_cuda_agrees_with_the_cpu_and_runs_in_bf16(resnet20, cifar_test_dir, norm, eps):
+    from conftest import labelled_cifar
+
+    from robustbench_gcp.attacks.autoattack import AutoAttackSettings, cascade
+    from robustbench_gcp.attacks.rows import logits_function
+    from robustbench_gcp.rng import image_streams
+
+    images, labels = labelled_cifar(cifar_test_dir, 64)
+    settings = AutoAttackSettings(norm=norm, steps=20, queries=200)
+    last = {}
+    for device, autocast in (("cpu", False), ("cuda", False), ("cuda", True)):
+        model = copy.deepcopy(resnet20).to(device)
+        flags = cascade("autoattack", logits_function(model, autocast), images.to(device), labels.to(device), eps,
+                        lambda cell, device=device: image_streams(0, range(len(images)), cell, 0, device), settings)
+        last[device, autocast] = flags["autoattack/square"].cpu()
+    differ = int((last["cuda", False] != last["cpu", False]).sum())
+    differ_bf16 = int((last["cuda", True] != last["cuda", False]).sum())
+    print(f"AutoAttack {norm} {eps:.4f}: CUDA vs CPU {differ} of 64 flags differ, bf16 vs fp32 {differ_bf16}; robust "
+          f"{int(last['cpu', False].sum())} / {int(last['cuda', False].sum())} / {int(last['cuda', True].sum())}")
+    assert differ <= 2 and differ_bf16 <= 6
 
 
 def test_ddp_training_step_on_one_gpu_with_torchrun(tmp_path):

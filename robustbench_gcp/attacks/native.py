@@ -7,7 +7,7 @@ every ε of a sweep runs in one batched pass, and the model can run under bf16 a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -49,13 +49,12 @@ def pgd(
     random_start: bool = True,
     generator: Randomness = None,
     autocast: bool = False,
-    on_gradient: Callable[[Tensor], None] | None = None,
 ) -> Tensor:
     """Adversarial images (E, N, C, H, W) for every ε at once; ε = 0 returns the images.
 
     ``generator`` is one generator for the batch or ``ImageStreams`` with one stream per (ε, image)
     pair, ε-major: then each (image, ε) start depends on nothing else, so extending, reordering or splitting a sweep
-    leaves every cell as it was. ``on_gradient`` sees the first step's input gradient (E·N, C, H, W).
+    leaves every cell as it was.
     """
     count, n = len(epsilons), images.shape[0]
     radii = torch.tensor(epsilons, dtype=images.dtype, device=images.device).repeat_interleave(n)
@@ -67,14 +66,12 @@ def pgd(
     else:
         x = x0.clone()
     step = _per_sample(radii * rel_stepsize, x0.dim())
-    for step_index in range(steps):
+    for _ in range(steps):
         x.requires_grad_(True)
         with torch.autocast(device_type=images.device.type, dtype=torch.bfloat16, enabled=autocast):
             logits = model(x)
         loss = F.cross_entropy(logits.float(), y, reduction="sum")
         (grad,) = torch.autograd.grad(loss, x)
-        if step_index == 0 and on_gradient is not None:
-            on_gradient(grad)
         with torch.no_grad():
             if norm == "linf":
                 x = x + step * grad.sign()

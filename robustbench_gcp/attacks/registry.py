@@ -4,7 +4,6 @@ adversarial images (E, N, C, H, W), one set per epsilon, inside the ε-ball and 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import NamedTuple
@@ -14,9 +13,10 @@ from torch import Tensor, nn
 
 from ..errors import Error
 from ..rng import ImageStreams, Randomness
+from .autoattack import COMPONENTS, VERSIONS, is_autoattack, stages
 from .native import pgd
 
-BACKENDS = ("foolbox", "native")
+BACKENDS = ("foolbox", "native", "reference")
 MADRY_TRAVEL = 2.5  # steps × step size in units of ε: PGD can travel 2.5 ε (Madry et al., 2018)
 
 
@@ -61,7 +61,8 @@ class AttackSettings:
     steps: int | None = None  # None: the attack's foolbox default; 0 is no step (the random start alone)
     restarts: int = 1
     rel_stepsize: float | None = None  # None: foolbox's default
-    backend: str = "native"  # native where an attack has a native version, foolbox otherwise
+    backend: str = "native"  # native where an attack has a native version, foolbox otherwise; reference: as native,
+    # with AutoAttack's attacks run by the pyautoattack package
     autocast: bool = False  # bf16 model passes (native only)
 
     def check(self) -> None:
@@ -96,9 +97,20 @@ class AttackSettings:
         return reach if reach < 1 else None
 
 
+ATTACK_NAMES = (*ATTACKS, *VERSIONS, *COMPONENTS)
+ATTACK_CELLS = (*ATTACKS, *COMPONENTS, *(cell for version in VERSIONS for cell, _ in stages(version)))  # in tables
+
+
+def check_attack(name: str) -> None:
+    """A name ``--attacks`` takes: a PGD/foolbox attack, an AutoAttack version or one of its attacks."""
+    if name not in ATTACK_NAMES:
+        raise AttackError(f"unknown attack {name!r}; valid attacks: {', '.join(ATTACK_NAMES)}")
+
+
 def attack_spec(name: str) -> AttackSpec:
-    if name not in ATTACKS:
-        raise AttackError(f"unknown attack {name!r}; valid attacks: {', '.join(ATTACKS)}")
+    check_attack(name)
+    if is_autoattack(name):
+        raise AttackError(f"{name} is an AutoAttack attack: it runs in eval-attack's cascade, not through run_attack")
     return ATTACKS[name]
 
 
@@ -151,16 +163,15 @@ def run_attack(
     epsilons: list[float],
     settings: AttackSettings,
     generator: Randomness = None,
-    on_gradient: Callable[[Tensor], None] | None = None,
 ) -> Tensor:
     """Adversarial images (E, N, C, H, W) of attack ``name`` at every epsilon.
 
     ``generator``: one for the batch, or ``ImageStreams`` with one stream per (ε, image) pair,
-    ε-major (native PGD's random starts). ``on_gradient`` sees the input gradient of the first step of native attacks.
+    ε-major (native PGD's random starts).
     """
     spec = attack_spec(name)
-    if settings.backend == "native" and spec.native:
-        return _native_with_restarts(spec, model, images, labels, epsilons, settings, generator, on_gradient)
+    if settings.backend != "foolbox" and spec.native:
+        return _native_with_restarts(spec, model, images, labels, epsilons, settings, generator)
     import foolbox as fb
 
     fmodel = fb.PyTorchModel(model, bounds=(0, 1), device=images.device)
@@ -168,7 +179,7 @@ def run_attack(
     return torch.stack([c.detach() for c in clipped])
 
 
-def _native_with_restarts(spec, model, images, labels, epsilons, settings, generator, on_gradient) -> Tensor:
+def _native_with_restarts(spec, model, images, labels, epsilons, settings, generator) -> Tensor:
     """Restarts keep, per image and ε, the first adversarial example found (foolbox's Repeated).
     Each restart draws new starts: a generator moves on, image streams take their next repetition."""
     best, found = None, None
@@ -177,7 +188,6 @@ def _native_with_restarts(spec, model, images, labels, epsilons, settings, gener
         adversarial = pgd(
             model, images, labels, epsilons, norm=spec.norm, steps=settings.steps_of(spec),
             rel_stepsize=settings.rel_stepsize_of(spec), generator=randomness, autocast=settings.autocast,
-            on_gradient=on_gradient,
         )
         if settings.restarts == 1:  # nothing to choose between: skip the extra model pass
             return adversarial

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ..attacks.autoattack import QUERIES
 from ..errors import Error
 from ..models.registry import UnknownModelError, architecture_info
 from ..models.zoo import checkpoint_record
@@ -57,6 +58,10 @@ def _attack_parameters(config: dict) -> str:
         text = f"{'default' if steps is None else steps}×{rel:g}"
     if config.get("restarts", 1) > 1:
         text += f"×{config['restarts']} restarts"
+    if config.get("norm", "linf") != "linf":  # the AutoAttack attacks' threat model
+        text += f" · {config['norm']}"
+    if config.get("queries", QUERIES) != QUERIES:
+        text += f" · {config['queries']} queries"
     return text
 
 
@@ -71,8 +76,8 @@ def run_label(run: Run) -> str:
         parts.append(config.get("protocol") or config.get("source") or "")
     else:
         parts.append(_attack_parameters(config))
-        if config.get("backend") == "foolbox":
-            parts.append("foolbox")
+        if config.get("backend") in ("foolbox", "reference"):
+            parts.append(config["backend"])
     if config.get("limit"):
         parts.append(f"n={config['limit']}")
     if config.get("seed"):

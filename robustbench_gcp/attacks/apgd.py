@@ -1,0 +1,192 @@
+"""Native APGD (Croce & Hein, 2020): step-size-free PGD on the cross-entropy or DLR loss.
+
+The algorithm and defaults are AutoAttack's: a start uniform in the L∞ box or on the L2 sphere
+of radius ε, step 2ε, momentum 0.75 from the second step, checkpoints at 22 % of the iterations
+then shrinking by 3 % down to 6 %, where a row's step halves (and it goes back to its best
+point) when its loss rose in at most ρ = 0.75 of the steps since the last checkpoint, or when
+neither the step was halved nor the best loss improved at the last one. The targeted version
+runs the targeted DLR loss against the classes ranked 2nd, 3rd, … on the clean image.
+
+Unlike the reference, every row (one image at one ε) draws its start from its own stream, so a
+row's result does not depend on the batch, the other rows or the points earlier attacks broke.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..rng import Draws, ImageStreams
+from .rows import Logits, first_success, normalized, per_row, project, target_classes
+
+LOSSES = ("ce", "dlr")
+Loss = Callable[[Tensor, Tensor, "Tensor | None"], Tensor]  # (logits, labels, targets) → per-row loss
+MOMENTUM = 0.75
+
+
+def dlr_loss(logits: Tensor, labels: Tensor, _: Tensor | None = None) -> Tensor:
+    """Difference of logits ratio: −(z_y − max_{i≠y} z_i) / (z_π1 − z_π3), per row."""
+    ordered = logits.sort(dim=1).values
+    own = logits.gather(1, labels[:, None]).squeeze(1)
+    top_is_label = logits.argmax(1) == labels
+    best_other = torch.where(top_is_label, ordered[:, -2], ordered[:, -1])
+    return -(own - best_other) / (ordered[:, -1] - ordered[:, -3] + 1e-12)
+
+
+def targeted_dlr_loss(logits: Tensor, labels: Tensor, targets: Tensor) -> Tensor:
+    """−(z_y − z_t) / (z_π1 − (z_π3 + z_π4) / 2), per row."""
+    ordered = logits.sort(dim=1).values
+    own = logits.gather(1, labels[:, None]).squeeze(1)
+    target = logits.gather(1, targets[:, None]).squeeze(1)
+    return -(own - target) / (ordered[:, -1] - 0.5 * (ordered[:, -3] + ordered[:, -4]) + 1e-12)
+
+
+def _random_start(images: Tensor, radii: Tensor, norm: str, draws: Draws) -> Tensor:
+    if norm == "linf":
+        direction = draws.uniform(tuple(images.shape[1:]), -1.0, 1.0)
+    else:
+        direction = draws.normal(tuple(images.shape[1:]))
+    return (images + per_row(radii, images.dim()) * normalized(direction, norm)).clamp(0, 1)
+
+
+class _Schedule:
+    """AutoAttack's checkpoints: the first after 22 % of the steps, then every k steps with k
+    shrinking by 3 % of the steps down to 6 %."""
+
+    def __init__(self, steps: int) -> None:
+        self.interval = max(int(0.22 * steps), 1)
+        self.shrink = max(int(0.03 * steps), 1)
+        self.smallest = max(int(0.06 * steps), 1)
+        self.since = 0
+
+    def tick(self) -> int | None:
+        """The current interval when this step is a checkpoint (then the next interval starts)."""
+        self.since += 1
+        if self.since < self.interval:
+            return None
+        interval, self.since = self.interval, 0
+        self.interval = max(interval - self.shrink, self.smallest)
+        return interval
+
+
+@dataclass
+class _Rows:
+    """The state of the rows still running, subset together when some are fooled."""
+
+    position: Tensor  # each row's place in the output
+    images: Tensor
+    labels: Tensor
+    targets: Tensor | None
+    radii: Tensor
+    x_adv: Tensor
+    x_previous: Tensor
+    x_best: Tensor
+    gradient: Tensor
+    gradient_best: Tensor
+    best: Tensor
+    step: Tensor
+    losses: Tensor  # (steps, rows)
+    best_at_checkpoint: Tensor
+    halved_at_checkpoint: Tensor
+
+    def keep(self, keep: Tensor) -> None:
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if value is not None:
+                setattr(self, field.name, value[:, keep] if field.name == "losses" else value[keep])
+
+
+def _single_run(logits: Logits, images: Tensor, labels: Tensor, targets: Tensor | None, radii: Tensor, draws: Draws,
+                *, norm: str, loss: Loss, steps: int, rho: float, eot: int) -> Tensor:
+    """One APGD run on rows; returns each row's first misclassified iterate (its start otherwise).
+
+    A row stops once it is misclassified: its outcome is settled, and the rows left run as they
+    would have, so the counts are the reference's while fooled rows cost nothing more."""
+
+    def loss_and_gradient(rows: _Rows) -> tuple[Tensor, Tensor, Tensor]:
+        gradient = torch.zeros_like(rows.x_adv)
+        for _ in range(eot):  # expectation over transformation for randomised models
+            x = rows.x_adv.detach().requires_grad_(True)
+            with torch.enable_grad():
+                out = logits(x)
+                values = loss(out, rows.labels, rows.targets)
+                gradient += torch.autograd.grad(values.sum(), x)[0]
+        return out.detach(), values.detach(), gradient / eot
+
+    start = _random_start(images, radii, norm, draws)
+    found = start.clone()
+    n = len(images)
+    rows = _Rows(torch.arange(n, device=images.device), images, labels, targets, radii, start, start, start.clone(),
+                 torch.zeros_like(start), torch.zeros_like(start), torch.zeros(n, device=images.device),
+                 per_row(2.0 * radii, images.dim()).clone(), torch.zeros(steps, n, device=images.device),
+                 torch.zeros(n, device=images.device), torch.ones(n, dtype=torch.bool, device=images.device))
+    out, current, rows.gradient = loss_and_gradient(rows)
+    rows.gradient_best, rows.best, rows.best_at_checkpoint = rows.gradient.clone(), current.clone(), current.clone()
+    rows.keep(out.argmax(1) == rows.labels)
+    schedule = _Schedule(steps)
+    for i in range(steps):
+        if len(rows.position) == 0:
+            break
+        with torch.no_grad():
+            momentum = rows.x_adv - rows.x_previous
+            rows.x_previous = rows.x_adv
+            weight = MOMENTUM if i > 0 else 1.0
+            direction = rows.gradient.sign() if norm == "linf" else normalized(rows.gradient, norm)
+            moved = project(rows.x_adv + rows.step * direction, rows.images, rows.radii, norm)
+            rows.x_adv = project(rows.x_adv + (moved - rows.x_adv) * weight + momentum * (1 - weight), rows.images,
+                                 rows.radii, norm)
+        out, current, rows.gradient = loss_and_gradient(rows)
+        with torch.no_grad():
+            wrong = out.argmax(1) != rows.labels
+            found[rows.position[wrong]] = rows.x_adv[wrong]
+            rows.losses[i] = current
+            improved = current > rows.best
+            rows.x_best[improved] = rows.x_adv[improved]
+            rows.gradient_best[improved] = rows.gradient[improved]
+            rows.best[improved] = current[improved]
+            interval = schedule.tick()
+            if interval is not None:
+                # rises among the last `interval` steps; like the reference, index −1 wraps to the last row
+                rises = sum((rows.losses[i - j] > rows.losses[i - j - 1]).float() for j in range(interval))
+                stalled = ~rows.halved_at_checkpoint & (rows.best_at_checkpoint >= rows.best)
+                halve = (rises <= interval * rho) | stalled
+                rows.halved_at_checkpoint, rows.best_at_checkpoint = halve, rows.best.clone()
+                rows.step[halve] /= 2.0
+                rows.x_adv[halve], rows.gradient[halve] = rows.x_best[halve], rows.gradient_best[halve]
+            if bool(wrong.any()):
+                rows.keep(~wrong)
+    return found
+
+
+def apgd(logits: Logits, images: Tensor, labels: Tensor, radii: Tensor, streams: ImageStreams, *, norm: str,
+         loss: str = "ce", targets: int = 0, restarts: int = 1, steps: int = 100, rho: float = 0.75,
+         eot: int = 1) -> Tensor:
+    """Adversarial rows (R, C, H, W) of APGD: ``loss`` "ce" or "dlr" untargeted, or with
+    ``targets`` = k the targeted DLR loss against each of the k next classes in turn; each target
+    and restart runs on the rows not fooled yet. ``radii`` (R,) and ``streams`` are per row."""
+    if targets:
+        with torch.no_grad():
+            ranked = target_classes(logits(images), targets)
+    runs = [(rank, restart) for rank in range(max(targets, 1)) for restart in range(restarts)]
+
+    def attempt(number: int):
+        rank, _ = runs[number]
+
+        def run(active: Tensor) -> Tensor:
+            chosen = ranked[rank][active] if targets else None
+            row_loss = targeted_dlr_loss if targets else dlr_loss if loss == "dlr" else _cross_entropy
+            draws = Draws(len(active), images.device, streams[active].repetition(number))
+            return _single_run(logits, images[active], labels[active], chosen, radii[active], draws, norm=norm,
+                               loss=row_loss, steps=steps, rho=rho, eot=eot)
+
+        return run
+
+    return first_success(logits, images, labels, (attempt(number) for number in range(len(runs))))
+
+
+def _cross_entropy(logits: Tensor, labels: Tensor, _: Tensor | None = None) -> Tensor:
+    return F.cross_entropy(logits, labels, reduction="none")

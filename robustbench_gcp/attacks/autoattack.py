@@ -1,0 +1,177 @@
+"""AutoAttack (Croce & Hein, 2020): its attacks by name and its versions as cascades of them.
+
+A version is a list of stages; each stage attacks only the rows (image, ε) that are still robust
+after the stages before it, always from the clean image, so the last stage's flags are the
+per-sample worst case. The settings are the reference's (``pyautoattack`` 0.2.0): 100 iterations,
+9 target classes, Square with 5000 queries and p_init 0.8; ``plus`` restarts APGD and FAB 5 times;
+``rand`` averages 20 gradients (EoT) for randomised models.
+
+Two backends run a stage: ``native`` (batched rows, per-row random streams, fooled rows stop
+early) and ``reference`` (the ``pyautoattack`` package on the same rows, one ε at a time).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import Error
+from ..rng import ImageStreams
+from .apgd import apgd
+from .fab import fab
+from .rows import NORMS, Logits
+from .square import square
+
+COMPONENTS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square")
+WHITE_BOX = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t")
+TARGETS = 9
+ITERATIONS = 100
+QUERIES = 5000
+
+
+class AutoAttackError(Error, ValueError):
+    """Bad AutoAttack settings, with the fix in the message."""
+
+
+@dataclass(frozen=True)
+class Component:
+    """One AutoAttack attack with its settings in a version."""
+
+    attack: str
+    restarts: int = 1
+    targets: int = 0  # target classes of the targeted attacks
+    eot: int = 1  # gradients averaged per step (the rand version's 20)
+
+    @property
+    def white_box(self) -> bool:
+        return self.attack in WHITE_BOX
+
+
+def _standard(attack: str, restarts: int = 1) -> Component:
+    return Component(attack, restarts=restarts, targets=TARGETS if attack.endswith("-t") else 0)
+
+
+VERSIONS: dict[str, tuple[Component, ...]] = {
+    "autoattack": tuple(_standard(a) for a in ("apgd-ce", "apgd-t", "fab-t", "square")),
+    "autoattack-plus": (_standard("apgd-ce", 5), _standard("apgd-dlr", 5), _standard("fab", 5), _standard("square"),
+                        _standard("apgd-t"), _standard("fab-t")),
+    "autoattack-rand": (Component("apgd-ce", eot=20), Component("apgd-dlr", eot=20)),
+}
+REFERENCE_VERSION = {"autoattack": "standard", "autoattack-plus": "plus", "autoattack-rand": "rand"}
+
+
+def is_autoattack(name: str) -> bool:
+    return name in COMPONENTS or name in VERSIONS
+
+
+def stages(name: str, restarts: int = 1) -> list[tuple[str, Component]]:
+    """The (cell name, component) stages of a version ("autoattack/apgd-ce", …) or of one attack
+    run alone (its own name; ``restarts`` applies to the untargeted attacks)."""
+    if name in VERSIONS:
+        return [(f"{name}/{c.attack}", c) for c in VERSIONS[name]]
+    component = _standard(name)
+    if component.attack in ("apgd-ce", "apgd-dlr", "fab"):
+        component = replace(component, restarts=restarts)
+    return [(name, component)]
+
+
+@dataclass(frozen=True)
+class AutoAttackSettings:
+    norm: str = "linf"
+    steps: int | None = None  # APGD and FAB iterations; None: 100
+    queries: int = QUERIES  # Square's queries
+
+    def check(self) -> None:
+        if self.norm not in NORMS:
+            raise AutoAttackError(f"--norm {self.norm!r}: AutoAttack runs with {' or '.join(NORMS)}")
+        if self.steps is not None and self.steps < 1:
+            raise AutoAttackError(f"--steps {self.steps}: AutoAttack's APGD and FAB need at least 1 iteration")
+        if self.queries < 1:
+            raise AutoAttackError(f"--queries {self.queries}: Square needs at least 1 query")
+
+    @property
+    def iterations(self) -> int:
+        return ITERATIONS if self.steps is None else self.steps
+
+
+def check_classes(component: Component, classes: int) -> None:
+    """The DLR losses need 3 classes (targeted: 4), the targeted attacks their targets plus the label."""
+    needed = max(component.targets + 1, 4 if component.targets else 3 if component.attack == "apgd-dlr" else 2)
+    if classes < needed:
+        raise AutoAttackError(f"{component.attack} needs a model with at least {needed} classes, this one has "
+                              f"{classes}; run apgd-ce, fab and square by name instead")
+
+
+def run_component(component: Component, logits: Logits, images: Tensor, labels: Tensor, radii: Tensor,
+                  streams: ImageStreams, settings: AutoAttackSettings) -> Tensor:
+    """Adversarial rows (R, C, H, W) of one natively run component; ``radii`` and ``streams`` per row."""
+    c, norm, steps = component, settings.norm, settings.iterations
+    if c.attack.startswith("apgd"):
+        return apgd(logits, images, labels, radii, streams, norm=norm, loss="ce" if c.attack == "apgd-ce" else "dlr",
+                    targets=c.targets, restarts=c.restarts, steps=steps, eot=c.eot)
+    if c.attack.startswith("fab"):
+        return fab(logits, images, labels, radii, streams, norm=norm, targets=c.targets, restarts=c.restarts,
+                   steps=steps)
+    return square(logits, images, labels, radii, streams, norm=norm, queries=settings.queries)
+
+
+def run_reference(component: Component, model: nn.Module, images: Tensor, labels: Tensor, radii: Tensor,
+                  seed_of: Callable[[float], int], settings: AutoAttackSettings) -> Tensor:
+    """Adversarial rows of one component run by ``pyautoattack`` with the same settings, one call
+    per distinct radius (the reference takes one ε), seeded with ``seed_of(radius)``."""
+    try:
+        from pyautoattack import AutoAttack
+    except ImportError:
+        raise AutoAttackError("--backend reference needs the reference package: pip install "
+                              "'robustbench-gcp[reference]' (pyautoattack 0.2.0, installed with --no-deps)") from None
+    adversarial = images.clone()
+    for radius in torch.unique(radii).tolist():
+        rows = (radii == radius).nonzero().squeeze(1)
+        if radius == 0:
+            continue
+        attack = AutoAttack(model, norm={"linf": "Linf", "l2": "L2"}[settings.norm], eps=radius, seed=seed_of(radius),
+                            version="rand" if component.eot > 1 else "standard", device=images.device)
+        configure_reference(attack, component, settings)
+        attack.logger.disabled = True
+        adversarial[rows], _ = attack.run_standard_evaluation(images[rows], labels[rows], batch_size=len(rows))
+    return adversarial
+
+
+def configure_reference(attack, component: Component, settings: AutoAttackSettings) -> None:
+    """Set the reference's attack objects to the component's settings."""
+    attack.attacks_to_run = [component.attack]
+    for apgd_attack in (attack.apgd, attack.apgd_targeted):
+        steps = settings.iterations  # the reference derives its checkpoints from n_iter in __init__
+        apgd_attack.n_iter, apgd_attack.n_iter_orig = steps, steps
+        apgd_attack.n_iter_2, apgd_attack.n_iter_min = max(int(0.22 * steps), 1), max(int(0.06 * steps), 1)
+        apgd_attack.size_decr = max(int(0.03 * steps), 1)
+        apgd_attack.eot_iter = component.eot
+    attack.apgd.n_restarts = component.restarts
+    attack.apgd_targeted.n_restarts = 1
+    attack.apgd_targeted.n_target_classes = component.targets or TARGETS
+    attack.fab.n_iter = settings.iterations
+    attack.fab.n_restarts = component.restarts
+    attack.fab.n_target_classes = component.targets or TARGETS
+    attack.square.n_queries = settings.queries
+
+
+def cascade(version: str, logits: Logits, images: Tensor, labels: Tensor, radius: float,
+            streams_of: Callable[[str], ImageStreams], settings: AutoAttackSettings) -> dict[str, Tensor]:
+    """A version on one batch at one ε, in memory: the robust flags (N,) after each stage, keyed by
+    cell name. ``streams_of(cell)`` gives the batch's streams for a stage."""
+    with torch.no_grad():
+        robust = logits(images).argmax(1) == labels
+    radii = torch.full((len(images),), radius, device=images.device)
+    flags = {}
+    for cell, component in stages(version):
+        active = robust.nonzero().squeeze(1)
+        if len(active) and radius > 0:
+            adversarial = run_component(component, logits, images[active], labels[active], radii[active],
+                                        streams_of(cell)[active], settings)
+            with torch.no_grad():
+                robust[active] = logits(adversarial).argmax(1) == labels[active]
+        flags[cell] = robust.clone()
+    return flags

@@ -1,0 +1,164 @@
+"""Native FAB (robustbench_gcp.attacks.fab) against the reference in pyautoattack: the box-constrained
+hyperplane projections on random inputs, and the attack on the pretrained CIFAR ResNet-20."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+import torch
+
+pytest.importorskip("pyautoattack", reason="the reference FAB comes from pyautoattack")
+
+from conftest import labelled_cifar  # noqa: E402
+from pyautoattack.fab_projections import projection_l2 as reference_l2  # noqa: E402
+from pyautoattack.fab_projections import projection_linf as reference_linf  # noqa: E402
+from pyautoattack.fab_pt import FABAttack_PT  # noqa: E402
+
+from robustbench_gcp.attacks.fab import fab, projection  # noqa: E402
+from robustbench_gcp.rng import image_streams  # noqa: E402
+
+fab_module = importlib.import_module("robustbench_gcp.attacks.fab")  # the module, whatever the package exports
+REFERENCE = {"linf": reference_linf, "l2": reference_l2}
+
+
+def sizes(x, norm):
+    flat = x.flatten(1)
+    return flat.abs().amax(1) if norm == "linf" else flat.norm(dim=1)
+
+
+def hyperplanes(rows=96, dims=300):
+    """Points in [0, 1] (some coordinates on the faces), weights with zero and tiny entries, and
+    offsets from ~0 (nothing saturates) to far beyond what the box can reach, on both sides."""
+    points = torch.rand(rows, dims)
+    points[:, :20] = torch.randint(0, 2, (rows, 20)).float()
+    w = torch.randn(rows, dims) * torch.rand(rows, 1) * 3
+    w[:, 20:40] = 0
+    w[::5, 40:60] *= 1e-9
+    side = torch.where(torch.rand(rows) < 0.5, 1.0, -1.0)
+    b = (w * points).sum(1) + side * torch.logspace(-5, 3, rows) * w.abs().sum(1) / dims
+    return points, w, b
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_projection_matches_reference(norm):
+    points, w, b = hyperplanes()
+    ours = projection(points, w, b, norm)
+    theirs = REFERENCE[norm](points.clone(), w.clone(), b.clone())
+    assert torch.allclose(ours, theirs, atol=1e-5, rtol=0), (ours - theirs).abs().max()  # float32 rounding
+    moved = points + ours
+    assert moved.min() >= 0 and moved.max() <= 1
+    kept = w.abs() >= 1e-8 if norm == "l2" else w != 0
+    residual = ((w * kept) * moved).sum(1) - b
+    reachable = residual.abs() <= 1e-4 * (1 + b.abs())
+    assert 0.2 < reachable.float().mean() < 0.95  # both regimes occur
+    # where the plane is out of reach, the box corner that gets closest: every weighted coordinate on a face
+    corner = torch.where(w * torch.sign((w * points).sum(1) - b)[:, None] > 0, 0.0, 1.0)
+    far = ~reachable
+    assert torch.equal(moved[far][kept[far]], corner[far][kept[far]])
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_projection_without_box_constraint_is_the_plain_one(norm):
+    """Close to the plane no coordinate reaches a face: the unconstrained least-norm step (in
+    float64, where w·t − b keeps its digits)."""
+    points = torch.rand(16, 200, dtype=torch.float64) * 0.5 + 0.25
+    w = torch.randn(16, 200, dtype=torch.float64)
+    gap = torch.randn(16, dtype=torch.float64) * 1e-3
+    b = (w * points).sum(1) + gap
+    if norm == "linf":
+        expected = gap[:, None] * torch.sign(w) / w.abs().sum(1, keepdim=True)
+    else:
+        expected = gap[:, None] * w / (w**2).sum(1, keepdim=True)
+    assert torch.allclose(projection(points, w, b, norm), expected, atol=1e-12, rtol=1e-8)
+    assert torch.allclose(REFERENCE[norm](points, w.clone(), b.clone()), expected, atol=1e-12, rtol=1e-8)
+
+
+@pytest.fixture(scope="module")
+def photos(cifar_test_dir):
+    return labelled_cifar(cifar_test_dir, 64)
+
+
+def reference_fab(model, norm, images, labels, eps, steps, targets=0):
+    attack = FABAttack_PT(model, norm={"linf": "Linf", "l2": "L2"}[norm], n_restarts=1, n_iter=steps, eps=eps,
+                          seed=0, targeted=targets > 0, n_target_classes=max(targets, 1), device="cpu", verbose=False)
+    attack.targeted = targets > 0
+    return attack.perturb(images, labels)
+
+
+@pytest.mark.parametrize("norm, eps", [("linf", 0.5 / 255), ("l2", 0.05)])
+def test_fab_t_robust_accuracy_matches_reference(resnet20, photos, norm, eps):
+    """FAB-T without restarts is deterministic: the same rows are fooled (1/64 allowed for float
+    rounding at the boundary; none differ here), and the outputs respect ε and the box."""
+    images, labels = photos
+    theirs = reference_fab(resnet20, norm, images, labels, eps, steps=15, targets=3)
+    streams = image_streams(0, range(len(images)), f"fab-t-{norm}", 0)
+    ours = fab(lambda x: resnet20(x).float(), images, labels, torch.full((len(images),), eps), streams,
+               norm=norm, targets=3, steps=15)
+    with torch.no_grad():
+        clean = resnet20(images).argmax(1) == labels
+        robust_theirs = (resnet20(theirs).argmax(1) == labels) & clean
+        robust_ours = (resnet20(ours).argmax(1) == labels) & clean
+    assert 0.1 < robust_ours.float().mean() < clean.float().mean() - 0.1  # ε leaves something to compare
+    assert (robust_ours != robust_theirs).sum() <= 1, (robust_ours.float().mean(), robust_theirs.float().mean())
+    assert (sizes(ours - images, norm) <= eps + 1e-6).all() and ours.min() >= 0 and ours.max() <= 1
+    assert torch.equal(ours[robust_ours], images[robust_ours])
+
+
+def test_untargeted_fab_finds_the_reference_distances(resnet20, photos):
+    """Untargeted FAB (all classes' hyperplanes) with no ε limit: per image the same smallest L∞
+    perturbation as the reference, up to rounding."""
+    images, labels = photos[0][:16], photos[1][:16]
+    theirs = reference_fab(resnet20, "linf", images, labels, 1e6, steps=8)
+    streams = image_streams(0, range(len(images)), "fab", 0)
+    ours = fab(lambda x: resnet20(x).float(), images, labels, torch.full((16,), 1e6), streams, norm="linf", steps=8)
+    with torch.no_grad():
+        clean = resnet20(images).argmax(1) == labels
+    assert torch.equal(sizes(ours - images, "linf") > 0, sizes(theirs - images, "linf") > 0)
+    found = clean & (sizes(theirs - images, "linf") > 0)
+    assert found.sum() >= 8
+    ratio = sizes(ours - images, "linf")[found] / sizes(theirs - images, "linf")[found]
+    assert (ratio - 1).abs().max() < 0.02 and (ratio - 1).abs().median() < 1e-3, ratio
+
+
+@pytest.mark.parametrize("norm, eps, targets", [("linf", [0, 0.25 / 255, 0.5 / 255], 0), ("l2", [0, 0.02, 0.05], 2)])
+def test_rows_do_not_depend_on_their_batch(resnet20, photos, monkeypatch, norm, eps, targets):
+    """Each row's result, and each random restart's start and outcome, are the same in one batch
+    or split in two. The model runs one row at a time here: on the CPU its kernels round
+    differently for batches of 1 or 2, and this test is about FAB itself."""
+
+    def one_at_a_time(x):
+        return torch.cat([resnet20(x[i:i + 1]).float() for i in range(len(x))])
+
+    restarted = []  # (image, start, best, distance) of every row of a run from a random start
+
+    def spy(logits, x0, labels, start, target, **settings):
+        best, size = search(logits, x0, labels, start, target, **settings)
+        if not torch.equal(start, x0):
+            restarted.extend(zip(x0.sum((1, 2, 3)).tolist(), start.sum((1, 2, 3)).tolist(),
+                                 best.sum((1, 2, 3)).tolist(), size.tolist()))
+        return best, size
+
+    search = fab_module._boundary_search
+    monkeypatch.setattr(fab_module, "_boundary_search", spy)
+    images, labels = photos
+    with torch.no_grad():
+        correct = (resnet20(images).argmax(1) == labels).nonzero().squeeze(1)[:6]
+    images, labels = images[correct], labels[correct]
+    x, y = images.repeat(len(eps), 1, 1, 1), labels.repeat(len(eps))
+    radii = torch.tensor(eps).repeat_interleave(len(images))
+    streams = image_streams(0, range(len(x)), f"fab-{norm}", 0)
+    settings = dict(norm=norm, targets=targets, restarts=2, steps=3)
+    whole = fab(one_at_a_time, x, y, radii, streams, **settings)
+    restarted_whole, restarted[:] = sorted(restarted), []
+    order = torch.randperm(len(x))
+    split = torch.empty_like(whole)
+    for part in (order[:7], order[7:]):
+        split[part] = fab(one_at_a_time, x[part], y[part], radii[part], streams[part], **settings)
+    assert torch.equal(whole, split)
+    assert len(restarted_whole) >= 4 and sorted(restarted) == restarted_whole
+    with torch.no_grad():
+        fooled = resnet20(whole).argmax(1) != y
+    assert 2 <= fooled.sum() < (radii > 0).sum()  # the attack bites, and leaves rows for the restarts
+    assert torch.equal(whole[radii == 0], x[radii == 0])
+    assert (sizes(whole - x, norm) <= radii + 1e-6).all() and whole.min() >= 0 and whole.max() <= 1
