@@ -118,6 +118,13 @@ class _Softmax(_Wrapper):
         return torch.softmax(self.model(x) * 100, dim=1)
 
 
+class _Noisy(_Wrapper):
+    """A randomised defence: Gaussian noise on the input at every pass."""
+
+    def forward(self, x):
+        return self.model(x + 0.02 * torch.randn_like(x))
+
+
 @pytest.mark.parametrize("wrapper, expected", [(_Rounding, {"zero_gradients", "black_box_wins"}),
                                                (_Softmax, {"probabilities"})])
 def test_report_flags_models_that_mask_gradients(tmp_path, cifar_test_dir, resnet20_file, monkeypatch, wrapper,
@@ -130,6 +137,18 @@ def test_report_flags_models_that_mask_gradients(tmp_path, cifar_test_dir, resne
     flags = {flag["name"] for flag in summary["report"]}
     assert expected <= flags, summary["report"]
     assert all(flag["message"] for flag in summary["report"])
+
+
+def test_rand_version_on_a_randomised_model(tmp_path, cifar_test_dir, resnet20_file, monkeypatch):
+    real_load = attack_module.load_eval_model
+    monkeypatch.setattr(attack_module, "load_eval_model", lambda *args: _Noisy(real_load(*args)))
+    config = _config(tmp_path, resnet20_file, cifar_test_dir, attacks=["autoattack-rand"],
+                     eps=parse_epsilons("0,2/255"), steps=3, limit=16)
+    with pytest.warns(UserWarning, match="randomized"):
+        summary = evaluate_attacks(config, progress=False)
+    assert list(summary["robust_accuracy"]) == ["autoattack-rand/apgd-ce", "autoattack-rand/apgd-dlr"]
+    assert summary["worst_case"]["2/255"] < summary["clean_accuracy"] - 20  # EoT gradients still find the way
+    assert {flag["name"] for flag in summary["report"]} >= {"randomized"}
 
 
 def test_bad_autoattack_input(tmp_path, cifar_test_dir, resnet20_file):

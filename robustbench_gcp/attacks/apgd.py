@@ -21,11 +21,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..rng import Draws, ImageStreams
-from .rows import Logits, first_success, normalized, per_row, project, target_classes
+from .rows import NORMS, Logits, first_success, normalized, per_row, project, target_classes
 
 LOSSES = ("ce", "dlr")
 Loss = Callable[[Tensor, Tensor, "Tensor | None"], Tensor]  # (logits, labels, targets) → per-row loss
 MOMENTUM = 0.75
+SETTLED = 0.05  # a misclassification margin no rounding of the model's logits can undo
 
 
 def dlr_loss(logits: Tensor, labels: Tensor, _: Tensor | None = None) -> Tensor:
@@ -43,6 +44,13 @@ def targeted_dlr_loss(logits: Tensor, labels: Tensor, targets: Tensor) -> Tensor
     own = logits.gather(1, labels[:, None]).squeeze(1)
     target = logits.gather(1, targets[:, None]).squeeze(1)
     return -(own - target) / (ordered[:, -1] - 0.5 * (ordered[:, -3] + ordered[:, -4]) + 1e-12)
+
+
+def _settled(logits: Tensor, labels: Tensor) -> Tensor:
+    """Rows misclassified with a margin of at least ``SETTLED`` × their largest |logit|."""
+    own = logits.gather(1, labels[:, None]).squeeze(1)
+    other = logits.scatter(1, labels[:, None], float("-inf")).amax(1)
+    return other - own >= SETTLED * logits.abs().amax(1).clamp_min(1.0)
 
 
 def _random_start(images: Tensor, radii: Tensor, norm: str, draws: Draws) -> Tensor:
@@ -102,10 +110,13 @@ class _Rows:
 
 def _single_run(logits: Logits, images: Tensor, labels: Tensor, targets: Tensor | None, radii: Tensor, draws: Draws,
                 *, norm: str, loss: Loss, steps: int, rho: float, eot: int) -> Tensor:
-    """One APGD run on rows; returns each row's first misclassified iterate (its start otherwise).
+    """One APGD run on rows; returns each row's last misclassified iterate (its start otherwise),
+    as the reference does.
 
-    A row stops once it is misclassified: its outcome is settled, and the rows left run as they
-    would have, so the counts are the reference's while fooled rows cost nothing more."""
+    A deterministic model's row stops once it is misclassified by a clear margin (``SETTLED`` of
+    its largest logit, far above float32 and bf16 rounding): its outcome is settled, and the rows
+    left run as they would have, so fooled rows cost nothing more. Under EoT (a randomised model)
+    no row stops: one noisy pass proves nothing."""
 
     def loss_and_gradient(rows: _Rows) -> tuple[Tensor, Tensor, Tensor]:
         gradient = torch.zeros_like(rows.x_adv)
@@ -126,7 +137,8 @@ def _single_run(logits: Logits, images: Tensor, labels: Tensor, targets: Tensor 
                  torch.zeros(n, device=images.device), torch.ones(n, dtype=torch.bool, device=images.device))
     out, current, rows.gradient = loss_and_gradient(rows)
     rows.gradient_best, rows.best, rows.best_at_checkpoint = rows.gradient.clone(), current.clone(), current.clone()
-    rows.keep(out.argmax(1) == rows.labels)
+    if eot == 1:
+        rows.keep(~_settled(out, rows.labels))
     schedule = _Schedule(steps)
     for i in range(steps):
         if len(rows.position) == 0:
@@ -157,8 +169,9 @@ def _single_run(logits: Logits, images: Tensor, labels: Tensor, targets: Tensor 
                 rows.halved_at_checkpoint, rows.best_at_checkpoint = halve, rows.best.clone()
                 rows.step[halve] /= 2.0
                 rows.x_adv[halve], rows.gradient[halve] = rows.x_best[halve], rows.gradient_best[halve]
-            if bool(wrong.any()):
-                rows.keep(~wrong)
+            settled = _settled(out, rows.labels) if eot == 1 else torch.zeros_like(wrong)
+            if bool(settled.any()):
+                rows.keep(~settled)
     return found
 
 
@@ -168,6 +181,8 @@ def apgd(logits: Logits, images: Tensor, labels: Tensor, radii: Tensor, streams:
     """Adversarial rows (R, C, H, W) of APGD: ``loss`` "ce" or "dlr" untargeted, or with
     ``targets`` = k the targeted DLR loss against each of the k next classes in turn; each target
     and restart runs on the rows not fooled yet. ``radii`` (R,) and ``streams`` are per row."""
+    if norm not in NORMS or loss not in LOSSES:
+        raise ValueError(f"APGD takes norm in {NORMS} and loss in {LOSSES}, not {norm!r} and {loss!r}")
     if targets:
         with torch.no_grad():
             ranked = target_classes(logits(images), targets)

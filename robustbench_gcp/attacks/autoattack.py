@@ -45,10 +45,6 @@ class Component:
     targets: int = 0  # target classes of the targeted attacks
     eot: int = 1  # gradients averaged per step (the rand version's 20)
 
-    @property
-    def white_box(self) -> bool:
-        return self.attack in WHITE_BOX
-
 
 def _standard(attack: str, restarts: int = 1) -> Component:
     return Component(attack, restarts=restarts, targets=TARGETS if attack.endswith("-t") else 0)
@@ -60,7 +56,6 @@ VERSIONS: dict[str, tuple[Component, ...]] = {
                         _standard("apgd-t"), _standard("fab-t")),
     "autoattack-rand": (Component("apgd-ce", eot=20), Component("apgd-dlr", eot=20)),
 }
-REFERENCE_VERSION = {"autoattack": "standard", "autoattack-plus": "plus", "autoattack-rand": "rand"}
 
 
 def is_autoattack(name: str) -> bool:
@@ -118,15 +113,21 @@ def run_component(component: Component, logits: Logits, images: Tensor, labels: 
     return square(logits, images, labels, radii, streams, norm=norm, queries=settings.queries)
 
 
+def check_reference_installed() -> None:
+    try:
+        import pyautoattack  # noqa: F401
+    except ImportError:
+        raise AutoAttackError("--backend reference needs the reference package: pip install "
+                              "'robustbench-gcp[reference]' (pyautoattack 0.2.0)") from None
+
+
 def run_reference(component: Component, model: nn.Module, images: Tensor, labels: Tensor, radii: Tensor,
                   seed_of: Callable[[float], int], settings: AutoAttackSettings) -> Tensor:
     """Adversarial rows of one component run by ``pyautoattack`` with the same settings, one call
     per distinct radius (the reference takes one ε), seeded with ``seed_of(radius)``."""
-    try:
-        from pyautoattack import AutoAttack
-    except ImportError:
-        raise AutoAttackError("--backend reference needs the reference package: pip install "
-                              "'robustbench-gcp[reference]' (pyautoattack 0.2.0, installed with --no-deps)") from None
+    check_reference_installed()
+    from pyautoattack import AutoAttack
+
     adversarial = images.clone()
     for radius in torch.unique(radii).tolist():
         rows = (radii == radius).nonzero().squeeze(1)

@@ -25,6 +25,7 @@ from ..attacks.autoattack import (
     AutoAttackSettings,
     Component,
     check_classes,
+    check_reference_installed,
     is_autoattack,
     run_component,
     run_reference,
@@ -95,6 +96,8 @@ def _check(config: AttackEvalConfig) -> list[Epsilon]:
         if config.backend == "foolbox":
             raise AutoAttackError("AutoAttack's attacks have no foolbox version: use --backend native (default) or "
                                   "--backend reference (the pyautoattack package)")
+        if config.backend == "reference":
+            check_reference_installed()
         _autoattack_settings(config).check()
     eps = [Epsilon(*e) for e in config.eps]
     check_epsilons(eps)
@@ -139,19 +142,24 @@ class _AttackRunner:
         return ImageBatches(self.dataset, self.indices if indices is None else indices, c.batch_size, c.workers,
                             self.ctx, c.strict)
 
-    def model_flags(self) -> list[Flag]:
-        """The model checks on the first batch (each rank on its share; rank 0's are reported)."""
-        flags = []
+    def model_checks(self) -> tuple[list[Flag], int]:
+        """The model checks on the first batch (each rank on its share; rank 0's are reported) and
+        the number of classes the model outputs (rank 0's)."""
+        flags, classes = [], None
         for images, labels, _ in self._batches(self.indices[:self.config.batch_size]):
-            flags += model_flags(self.model, to_float_images(images, self.ctx.device), labels)
-        return flags
+            images = to_float_images(images, self.ctx.device)
+            flags += model_flags(self.model, images, labels)
+            with torch.no_grad():
+                classes = self.model(images[:1]).shape[1]
+        return flags, broadcast(classes, self.ctx)
 
-    def autoattack_stage(self, cell: str, component: Component, eps: list[Epsilon], prior: np.ndarray | None,
+    def autoattack_stage(self, cell: str, component: Component, eps: list[Epsilon], prior: np.ndarray,
                          bar: Progress) -> list[Cell]:
         """One stage of an AutoAttack cascade at the pending ``eps``: it attacks, from the clean
-        image, the (image, ε) rows that ``prior`` (flags (E, positions) of the stage before; None:
-        none) left robust, and returns the cells of the samples still robust after it. Top-5
-        errors count the image the stage classified last (the clean one where it did not attack)."""
+        image, the (image, ε) rows that ``prior`` (flags (E, positions): the clean cell's for the
+        first stage, else the stage before's) left robust, and returns the cells of the samples
+        still robust after it. Top-5 errors count the image the stage classified last (the clean
+        one where it did not attack): unlike top-1, they are not cumulative over the stages."""
         c, device = self.config, self.ctx.device
         logits = logits_function(self.model, self.settings.autocast)
         radii = torch.tensor([e.value for e in eps], device=device)
@@ -162,13 +170,9 @@ class _AttackRunner:
         for images, labels, index in batches:
             images, n = to_float_images(images, device), len(labels)
             with torch.no_grad():
-                clean = logits(images)
-            check_classes(component, clean.shape[1])
-            top = _top5(clean)
-            alive = (top[:, 0] == labels).repeat(len(eps), 1)  # (E, N)
-            top5_hit = (top == labels[:, None]).any(1).repeat(len(eps), 1)
-            if prior is not None:
-                alive &= torch.from_numpy(prior[:, [self.position[int(i)] for i in index]]).to(device)
+                top = _top5(logits(images))
+            top5_hit = (top == labels[:, None]).any(1).repeat(len(eps), 1)  # (E, N)
+            alive = torch.from_numpy(prior[:, [self.position[int(i)] for i in index]]).to(device)
             eps_of, image_of = (alive & (radii[:, None] > 0)).nonzero(as_tuple=True)
             if len(eps_of):
                 adversarial = self._attack_rows(component, cell, images[image_of], labels[image_of],
@@ -243,8 +247,9 @@ def _stages(attack: str, config: AttackEvalConfig) -> list[tuple[str, Component 
 
 
 def _flags(cells: dict, name: str, eps: list[Epsilon], size: int) -> np.ndarray:
-    """The stored per-sample flags (E, positions) of cell ``name`` at ``eps``."""
-    return np.stack([unpack_flags(cells[name, e.text].mask)[:size] for e in eps])
+    """The stored per-sample flags (E, positions) of cell ``name`` at ``eps`` (the clean cell's
+    at every ε for ``clean``)."""
+    return np.stack([unpack_flags(cells[CLEAN if name == CLEAN[0] else (name, e.text)].mask)[:size] for e in eps])
 
 
 def run_identity(config: AttackEvalConfig, source, checkpoint_sha256: str | None, precision: str) -> dict:
@@ -288,18 +293,22 @@ def evaluate_attacks(config: AttackEvalConfig, progress: bool = True) -> dict:
                 store.add_cell(run, cell)
         barrier(ctx)
 
-    flags = runner.model_flags()
+    flags, classes = runner.model_checks()
+    for attack in config.attacks:
+        for _, component in _stages(attack, config):
+            if component is not None and classes is not None:
+                check_classes(component, classes)
     if CLEAN not in done:
         record([runner.clean(bar)])
     for attack in config.attacks:
-        previous = None
+        previous = CLEAN[0]  # the first stage attacks the samples classified correctly
         for name, component in _stages(attack, config):
             if todo[name]:
                 bar.set_postfix_str(name)
                 if component is None:
                     record(runner.attack(name, todo[name], bar))
                 else:
-                    prior = None if previous is None else _flags(done, previous, todo[name], len(indices))
+                    prior = _flags(done, previous, todo[name], len(indices))
                     record(runner.autoattack_stage(name, component, todo[name], prior, bar))
             previous = name
     bar.close()
