@@ -76,6 +76,18 @@ def _corruption_list(text: str) -> list[str]:
         return chosen
 
 
+def _perturbation_list(text: str) -> str | list[str]:
+    """A subset name ('test', 'validation', 'all': resolved for the protocol later) or 'a,b'."""
+    from .perturbations.api import SUBSETS, check_name
+
+    if text in SUBSETS:
+        return text
+    chosen = [part.strip() for part in text.split(",") if part.strip()]
+    for name in chosen:
+        check_name(name)
+    return chosen
+
+
 def _attack_list(text: str) -> list[str]:
     from .attacks import check_attack
 
@@ -175,6 +187,18 @@ def _cmd_corrupt(args: argparse.Namespace) -> None:
     print(f"wrote {summary.written} images, skipped {summary.skipped} already present, into {config.out}")
 
 
+def _cmd_perturb(args: argparse.Namespace) -> None:
+    from .export_videos import VideoExportConfig, export_perturbation_videos
+
+    config = VideoExportConfig(
+        data=Path(args.data), out=Path(args.out), protocol=args.protocol, perturbations=args.perturbations,
+        difficulties=args.difficulties, device=args.device or _default_device(), batch_size=args.batch_size,
+        workers=args.workers, seed=args.seed, chunk_size=args.chunk_size,
+    )
+    summary = export_perturbation_videos(config, progress=not args.quiet)
+    print(f"wrote {summary.written} videos, skipped {summary.skipped} already present, into {config.out}")
+
+
 def _print_own_run(summary: dict, db: Path, table: Callable) -> None:
     """The table of the run an evaluation made (rank 0; other ranks get no summary)."""
     if not summary:
@@ -201,6 +225,27 @@ def _cmd_eval_corruption(args: argparse.Namespace) -> None:
         compile=args.compile,
     )
     _print_own_run(evaluate_corruptions(config, progress=not args.quiet), config.db, corruption_table)
+
+
+def _cmd_eval_perturbation(args: argparse.Namespace) -> None:
+    from .evaluate.perturbation import PerturbationEvalConfig, evaluate_perturbations
+    from .report import perturbation_table
+    from .results import ResultStore
+
+    config = PerturbationEvalConfig(
+        model=args.model, data=Path(args.data), checkpoint=_path(args.checkpoint), num_classes=args.num_classes,
+        source=args.source, protocol=args.protocol, perturbations=args.perturbations,
+        difficulties=args.difficulties, limit=args.limit, seed=args.seed, batch_size=args.batch_size,
+        workers=args.workers, device=args.device, precision=args.precision, class_index=_path(args.class_index),
+        db=Path(args.db), json=_path(args.json), name=args.name, baseline_run=args.baseline_run,
+        chunk_size=args.chunk_size,
+    )
+    summary = evaluate_perturbations(config, progress=not args.quiet)
+    if summary:
+        store = ResultStore(config.db)
+        baseline = store.get(summary["baseline"]["run_id"]) if summary["baseline"] else None
+        print(perturbation_table(store, [store.get(summary["run_id"])], baseline=baseline,
+                                 difficulties=summary["difficulties"]))
 
 
 def _cmd_eval_attack(args: argparse.Namespace) -> None:
@@ -262,14 +307,15 @@ def _selected(store, kind: str, args: argparse.Namespace) -> list:
 
 
 def _cmd_table(args: argparse.Namespace) -> None:
-    from .report import attack_tables, corruption_table, tidy_csv
+    from .report import attack_tables, corruption_table, perturbation_table, robustness_table, tidy_csv
 
     store = _open_db(args.db)
-    chosen = {kind: _selected(store, kind, args) for kind in ("corruption", "attack")}
+    chosen = {kind: _selected(store, kind, args) for kind in ("corruption", "attack", "perturbation")}
     if not any(chosen.values()):
         raise UsageError(f"no runs in {args.db} match the selection; `gcp-robust runs --db {args.db}` lists them")
+    baseline = _baseline_run(store, args.baseline_run) if args.baseline_run else None
     if args.format == "csv":
-        print(tidy_csv(store, chosen["corruption"] + chosen["attack"]), end="")
+        print(tidy_csv(store, chosen["corruption"] + chosen["attack"] + chosen["perturbation"]), end="")
         return
     if not 0 <= args.ci < 100:
         raise UsageError(f"--ci {args.ci:g}: pass a confidence level in percent, e.g. 95, or 0 for none")
@@ -279,14 +325,26 @@ def _cmd_table(args: argparse.Namespace) -> None:
         tables.append(corruption_table(store, chosen["corruption"], args.format, confidence, args.pairs, args.alpha))
     if chosen["attack"]:
         tables.append(attack_tables(store, chosen["attack"], args.format, confidence, args.pairs, args.alpha))
+    if chosen["perturbation"]:
+        tables.append(perturbation_table(store, chosen["perturbation"], args.format, baseline))
+        tables.append(robustness_table(store, chosen["corruption"], chosen["perturbation"], args.format, baseline))
     print("\n\n".join(tables))
 
 
+def _baseline_run(store, selector: str):
+    """The perturbation run named by --baseline-run (id, --name label or model; the newest of several)."""
+    found = [r for r in store.runs("perturbation") if selector in (str(r.id), r.name, r.model)]
+    if not found:
+        raise UsageError(f"--baseline-run {selector!r}: no perturbation run with that id, name or model in the "
+                         "database; `gcp-robust runs` lists them")
+    return found[-1]
+
+
 def _cmd_plot(args: argparse.Namespace) -> None:
-    from .report import plot_attacks, plot_corruptions, plot_path
+    from .report import plot_attacks, plot_corruptions, plot_path, plot_perturbations
 
     plot_path(args.out)  # refused before the database is read
-    draw = plot_attacks if args.kind == "attack" else plot_corruptions
+    draw = {"attack": plot_attacks, "corruption": plot_corruptions, "perturbation": plot_perturbations}[args.kind]
     store = _open_db(args.db)
     print(f"wrote {draw(store, _selected(store, args.kind, args), args.out)}")
 
@@ -375,25 +433,28 @@ def _selection_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--latest", action="store_true", help="only the newest run of each model")
 
 
-def _run_options(parser: argparse.ArgumentParser) -> None:
+def _run_options(parser: argparse.ArgumentParser, strict: bool = True) -> None:
     parser.add_argument("--limit", type=int, help="a fixed, class-balanced, seeded subset of N images (default: all)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the subset and of every random draw")
     parser.add_argument("--batch-size", type=int, default=128, help="images per batch (does not change results)")
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="DataLoader decode processes")
     parser.add_argument("--device", help="cpu or cuda (default: cuda when present)")
-    parser.add_argument("--strict", action="store_true", help="fail on unreadable images instead of skipping them")
+    if strict:
+        parser.add_argument("--strict", action="store_true", help="fail on unreadable images instead of skipping them")
     parser.add_argument("--db", default=DEFAULT_DB, help="results database (SQLite); reruns resume from it")
     parser.add_argument("--json", help="write the run summary here")
     parser.add_argument("--name", help="a label for the run in tables, plots and --run (not part of its identity)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _precision_option(parser: argparse.ArgumentParser, default: str, deprecated: str, meaning: str) -> None:
+def _precision_option(parser: argparse.ArgumentParser, default: str, deprecated: str | None = None,
+                      meaning: str = "") -> None:
     from .devices import PRECISIONS
 
     parser.add_argument("--precision", choices=PRECISIONS, default=default,
                         help="bf16 autocast runs on CUDA only; the CPU always computes in float32")
-    parser.add_argument(f"--{deprecated}", action="store_true", help=f"deprecated: use --precision {meaning}")
+    if deprecated:
+        parser.add_argument(f"--{deprecated}", action="store_true", help=f"deprecated: use --precision {meaning}")
 
 
 def _corruption_options(parser: argparse.ArgumentParser) -> None:
@@ -469,6 +530,49 @@ def _decode_option(parser: argparse.ArgumentParser) -> None:
                         "PIL's, see the README; PNGs and other formats still use PIL)")
 
 
+def _perturbation_options(parser: argparse.ArgumentParser) -> None:
+    from .perturbations import PROTOCOLS
+
+    parser.add_argument("--perturbations", type=_typed(_perturbation_list), default="test",
+                        help="comma-separated names, or the protocol's test set (the 10 of mFR) | validation (4) | all")
+    parser.add_argument("--difficulties", type=_int_list, default="1,2,3",
+                        help="frames compared d apart (noise sequences: the stronger _2/_3 sequences); "
+                        "FP and T5D are summed over them")
+    parser.add_argument("--protocol", choices=PROTOCOLS,
+                        help="sequence generator (default: imagenet-p for 224-px models, cifar10-p for 32-px)")
+
+
+def _perturb_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, help="ImageFolder root: <class>/<image>")
+    parser.add_argument("--out", required=True, help="output root; existing files are kept (resume)")
+    _perturbation_options(parser)
+    parser.set_defaults(protocol="imagenet-p")
+    parser.add_argument("--device", help="cpu or cuda (default: cuda when present)")
+    parser.add_argument("--batch-size", type=int, default=128, help="frames per batch (does not change results)")
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader decode processes")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every random draw")
+    parser.add_argument("--chunk-size", type=int, default=256, help="clean images decoded at once")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _eval_perturbation_arguments(parser: argparse.ArgumentParser) -> None:
+    from .data.videos import VIDEO_SOURCES
+
+    _model_options(parser)
+    parser.add_argument("--data", required=True,
+                        help="clean ImageFolder (generated), ImageNet-P root, or CIFAR-10-P folder")
+    parser.add_argument("--source", choices=VIDEO_SOURCES, default="generated",
+                        help="generate the sequences on the fly, or read released files")
+    parser.add_argument("--class-index", help="imagenet_class_index.json or synset_words.txt for class subsets")
+    _perturbation_options(parser)
+    parser.add_argument("--baseline-run", help="a stored perturbation run (id, --name or model) to normalise by: "
+                        "FR, mFR and mT5D (e.g. torchvision:alexnet evaluated by this command)")
+    _run_options(parser, strict=False)  # an unreadable image or video always stops it: a video cannot be left out
+    parser.add_argument("--chunk-size", type=int, default=256,
+                        help="videos per stored part (an interruption loses at most one)")
+    _precision_option(parser, "fp32")  # a flip is a near-tie moving: bf16 logits flip other frames than fp32
+
+
 def _eval_attack_arguments(parser: argparse.ArgumentParser) -> None:
     from .attacks import ATTACK_NAMES
     from .attacks import BACKENDS as ATTACK_BACKENDS
@@ -541,6 +645,8 @@ def _table_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pairs", action="store_true",
                         help="after each GAP/GCP twin over the same images: their difference, * where significant")
     parser.add_argument("--alpha", type=float, default=0.05, help="significance level of --pairs")
+    parser.add_argument("--baseline-run", help="perturbation run (id, --name or model) that FR, mFR and mT5D are "
+                        "relative to, e.g. torchvision:alexnet's")
 
 
 def _runs_arguments(parser: argparse.ArgumentParser) -> None:
@@ -552,8 +658,9 @@ def _runs_arguments(parser: argparse.ArgumentParser) -> None:
 def _plot_arguments(parser: argparse.ArgumentParser) -> None:
     _selection_options(parser)
     parser.add_argument("--out", required=True, help="image file (.png, .pdf or .svg; .png is added when none)")
-    parser.add_argument("--kind", choices=("corruption", "attack"), default="corruption",
-                        help="error vs severity (corruption) or robust accuracy vs eps (attack)")
+    parser.add_argument("--kind", choices=("corruption", "attack", "perturbation"), default="corruption",
+                        help="error vs severity (corruption), robust accuracy vs eps (attack) or flip probability "
+                        "per perturbation (perturbation)")
 
 
 def _compare_arguments(parser: argparse.ArgumentParser) -> None:
@@ -590,6 +697,10 @@ COMMANDS = (
              _cmd_eval_corruption),
     _Command("eval-attack", "robust accuracy under adversarial attacks across epsilons", _eval_attack_arguments,
              _cmd_eval_attack),
+    _Command("perturb", "write perturbation sequences of an ImageFolder (ImageNet-P MP4s or CIFAR-10-P arrays)",
+             _perturb_arguments, _cmd_perturb),
+    _Command("eval-perturbation", "flip probability and top-5 distance (FR, mFR, mT5D) of a model",
+             _eval_perturbation_arguments, _cmd_eval_perturbation),
     _Command("train", "train a GAP or GCP model with the paper's LR recipes", _train_arguments, _cmd_train),
     _Command("demo", "train GAP and GCP on built-in photos, evaluate, compare (minutes)", _demo_arguments,
              _cmd_demo),

@@ -19,6 +19,7 @@ import numpy as np
 from .errors import Error
 from .metrics import mce, mean_error, relative_mce
 from .results import Cell, ResultStore, Run
+from .stability import counts_from_bytes
 from .statistics import bootstrap_interval, holm, mcnemar_exact
 from .summaries import CLEAN, summarize, unpack_flags
 
@@ -65,8 +66,10 @@ def summary_kind(summary: object, label: str) -> str:
         return "corruption"
     if "robust_accuracy" in summary:
         return "attack"
-    raise ComparisonError(f"{label} is not a run summary: it has neither 'errors' (eval-corruption) nor "
-                          "'robust_accuracy' (eval-attack)")
+    if "flip_probability" in summary:
+        return "perturbation"
+    raise ComparisonError(f"{label} is not a run summary: it has neither 'errors' (eval-corruption), "
+                          "'robust_accuracy' (eval-attack) nor 'flip_probability' (eval-perturbation)")
 
 
 def _number(value: object, label: str, key: str) -> float | None:
@@ -121,6 +124,14 @@ def _metrics(summary: Mapping, label: str) -> Metrics:
         for eps, accuracy in _mapping(by_eps, label, f"robust_accuracy.{attack}").items():
             found[f"{attack}@{eps}"] = (_number(accuracy, label, f"robust_accuracy.{attack}.{eps}"), -1,
                                         _half_width(widths.get(eps)), (attack, eps))
+    for name, value in _mapping(summary.get("flip_probability", {}), label, "flip_probability").items():
+        number = _number(value, label, f"flip_probability.{name}")
+        found[f"FP {name}"] = (None if number is None else 100 * number, +1, None, (name, "fp"))
+    if "flip_probability" in summary:
+        mean = _number(summary.get("mean_flip_probability"), label, "mean_flip_probability")
+        found["mean FP"] = (None if mean is None else 100 * mean, +1, None, None)
+        for key in ("mFR", "mT5D"):
+            found[key] = (_number(summary.get(key), label, key), +1, None, None)
     worst_ci = summary.get("worst_case_ci") if isinstance(summary.get("worst_case_ci"), Mapping) else {}
     for eps, accuracy in _mapping(summary.get("worst_case", {}), label, "worst_case").items():
         found[f"worst_case@{eps}"] = (_number(accuracy, label, f"worst_case.{eps}"), -1,
@@ -203,6 +214,8 @@ def compare_runs(store: ResultStore, baseline: Run, current: Run, labels: tuple[
                  alpha: float = DEFAULT_ALPHA) -> Comparison:
     """Two stored runs; paired (McNemar per cell, Holm over cells; paired bootstrap for the
     aggregates) when they saw the same images and kept per-image outcomes, unpaired otherwise."""
+    if baseline.kind == "perturbation":
+        return _compare_perturbation_runs(store, (baseline, current), labels, alpha)
     cells = store.cells(baseline), store.cells(current)
     sizes = {c.n for group in cells for c in group.values()}
     skipped = any(c.skipped for group in cells for c in group.values())
@@ -270,3 +283,45 @@ def _aggregate_intervals(cells: tuple[Mapping, Mapping], size: int, alpha: float
             continue
         found[metric] = (round(low, 4), round(high, 4))
     return found
+
+
+def _video_shares(cells: Mapping[tuple[str, str], Cell], name: str) -> np.ndarray | None:
+    """Per-video flip share of a perturbation, summed over its difficulties (FP is their mean)."""
+    stored = [counts_from_bytes(c.mask) for (p, _), c in sorted(cells.items()) if p == name and c.mask]
+    if not stored or len({len(s) for s in stored}) != 1:
+        return None
+    return sum(s[:, 0] / s[:, 2] for s in stored)
+
+
+def _compare_perturbation_runs(store: ResultStore, runs: tuple[Run, Run], labels: tuple[str, str],
+                               alpha: float) -> Comparison:
+    """Two stored perturbation runs: over the same videos, a paired bootstrap interval of each
+    difference in flip probability (per perturbation and their mean); unpaired otherwise."""
+    if not same_images(*runs):
+        return _unpaired(store, runs, labels, alpha, "the runs saw different videos (dataset, limit or seed differ)")
+    cells = store.cells(runs[0]), store.cells(runs[1])
+    before, after = _paired_metrics(*(summarize(r, c, None) for r, c in zip(runs, cells)), labels)
+    shares = {}
+    for metric, *_, key in _rows(before, after):
+        if key is not None:
+            pair = _video_shares(cells[0], key[0]), _video_shares(cells[1], key[0])
+            if pair[0] is not None and pair[1] is not None and len(pair[0]) == len(pair[1]):
+                shares[metric] = pair
+    intervals = {metric: bootstrap_interval(np.stack(pair), lambda r: 100 * (r[1] - r[0]), 1 - alpha)
+                 for metric, pair in shares.items()}
+    if shares and "mean FP" in before:
+        rows = [pair[0] for pair in shares.values()] + [pair[1] for pair in shares.values()]
+        k = len(shares)
+        intervals["mean FP"] = bootstrap_interval(np.stack(rows), lambda r: 100 * (r[k:].mean(0) - r[:k].mean(0)),
+                                                  1 - alpha)
+    differences = []
+    for metric, old, new, direction, _ in _rows(before, after):
+        worse = direction * (new - old) if old is not None and new is not None else None
+        interval = intervals.get(metric)
+        interval = None if interval is None else (round(interval[0], 4), round(interval[1], 4))
+        significant = None if interval is None else not interval[0] <= 0 <= interval[1]
+        differences.append(Difference(metric, old, new, None if worse is None else round(worse, 4), interval,
+                                      None, significant))
+    videos = len(next(iter(shares.values()))[0]) if shares else 0
+    return Comparison(differences, True, f"paired over the same {videos} videos: bootstrap intervals of the "
+                      f"flip-probability differences (percentage points); alpha {alpha:g}")

@@ -1,6 +1,7 @@
 """The whole harness in minutes on a fresh machine: train a GAP and a GCP CIFAR ResNet-20 with a
 short LRfast schedule on the built-in photo set (or a given ImageFolder), then measure both under
-corruptions (generated, cifar10-c protocol) and under L∞ PGD, and print and plot the comparison.
+corruptions (generated, cifar10-c protocol), under CIFAR-10-P perturbation sequences (flip
+probability) and under L∞ PGD, and print and plot the comparison.
 """
 
 from __future__ import annotations
@@ -15,12 +16,15 @@ from .corruptions import names
 from .data.builtin import write_builtin
 from .evaluate.attack import AttackEvalConfig, evaluate_attacks
 from .evaluate.corruption import CorruptionEvalConfig, evaluate_corruptions
+from .evaluate.perturbation import PerturbationEvalConfig, evaluate_perturbations
 from .report import (
     attack_tables,
     corruption_table,
+    perturbation_table,
     plot_attacks,
     plot_corruptions,
     plot_learning_curves,
+    plot_perturbations,
     select_runs,
 )
 from .results import ResultStore
@@ -28,10 +32,12 @@ from .train import TrainConfig, train
 
 MODELS = ("cifar_resnet20_gap", "cifar_resnet20_gcp")
 ATTACK_IMAGES = 240
+PERTURBATION_VIDEOS = 100
 # Each stage's share of a whole demo run on 2 CPU cores (measured), for the time estimate.
-TRAIN_SHARE = {"GAP": 0.18, "GCP": 0.31}
-CORRUPTION_SHARE = {"GAP": 0.11, "GCP": 0.17}
-ATTACK_SHARE = {"GAP": 0.10, "GCP": 0.13}
+TRAIN_SHARE = {"GAP": 0.17, "GCP": 0.28}
+CORRUPTION_SHARE = {"GAP": 0.10, "GCP": 0.15}
+PERTURBATION_SHARE = {"GAP": 0.04, "GCP": 0.06}
+ATTACK_SHARE = {"GAP": 0.09, "GCP": 0.11}
 
 
 @dataclass
@@ -67,6 +73,13 @@ def _stages(config: DemoConfig, data: Path, out: Path, db: Path) -> list[tuple[s
                 corruptions=names("common"), severities=severities, batch_size=200, workers=config.workers,
                 device=config.device, db=db, json=out / f"{model}-corruptions.json"), progress=progress)
 
+        def perturbations(model=model, final=final) -> None:
+            evaluate_perturbations(PerturbationEvalConfig(
+                model=model, checkpoint=final, num_classes=classes, data=data / "val", protocol="cifar10-p",
+                difficulties=(1,), limit=20 if config.quick else PERTURBATION_VIDEOS, batch_size=200,
+                workers=config.workers, device=config.device, db=db, json=out / f"{model}-perturbations.json"),
+                progress=progress)
+
         def attack(model=model, final=final) -> None:
             evaluate_attacks(AttackEvalConfig(
                 model=model, checkpoint=final, num_classes=classes, data=data / "val", attacks=["linf-pgd"],
@@ -76,6 +89,7 @@ def _stages(config: DemoConfig, data: Path, out: Path, db: Path) -> list[tuple[s
 
         stages += [(f"training {head} ResNet-20", TRAIN_SHARE[head], fit),
                    (f"corruptions of {head} ResNet-20", CORRUPTION_SHARE[head], corruptions),
+                   (f"perturbation sequences of {head} ResNet-20", PERTURBATION_SHARE[head], perturbations),
                    (f"L-inf PGD-10 on {head} ResNet-20", ATTACK_SHARE[head], attack)]
     return stages
 
@@ -105,14 +119,18 @@ def run_demo(config: DemoConfig) -> dict[str, Path]:
             print(f"   {_minutes(elapsed)} so far, about {_minutes(left)} left", flush=True)
     store = ResultStore(db)
     corruption_runs = select_runs(store, "corruption", models=MODELS, latest=True)
+    perturbation_runs = select_runs(store, "perturbation", models=MODELS, latest=True)
     attack_runs = select_runs(store, "attack", models=MODELS, latest=True)
     print(corruption_table(store, corruption_runs))
+    print()
+    print(perturbation_table(store, perturbation_runs))
     print()
     print(attack_tables(store, attack_runs))
     logs = [out / "train" / model / "log.jsonl" for model in MODELS]
     written = {
         "database": db,
         "errors_plot": plot_corruptions(store, corruption_runs, out / "errors_vs_severity.png"),
+        "flip_plot": plot_perturbations(store, perturbation_runs, out / "flip_probability.png"),
         "robustness_plot": plot_attacks(store, attack_runs, out / "robust_accuracy_vs_eps.png"),
         "learning_curves": plot_learning_curves(logs, out / "learning_curves.png"),
     }

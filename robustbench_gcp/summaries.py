@@ -11,6 +11,15 @@ from .attacks import ATTACK_CELLS, parse_epsilons
 from .corruptions import names
 from .metrics import mce, mean_error, relative_mce
 from .results import Cell, Run
+from .stability import (
+    ORDER,
+    TEST_PERTURBATIONS,
+    counts_from_bytes,
+    flip_probability,
+    mean_rate,
+    normalized_rates,
+    top5_distance,
+)
 from .statistics import DEFAULT_CONFIDENCE, bootstrap_interval, proportion_interval
 
 CLEAN = ("clean", "0")
@@ -166,8 +175,72 @@ def summarize_attacks(run: Run, cells: Mapping[tuple[str, str], Cell],
     }
 
 
+def perturbation_values(cells: Mapping[tuple[str, str], Cell], perturbations: Sequence[str],
+                        difficulties: Sequence[int]) -> tuple[dict, dict]:
+    """Per perturbation and difficulty, FP and T5D from the stored per-video counts."""
+    fp: dict[str, dict[int, float]] = {}
+    t5d: dict[str, dict[int, float]] = {}
+    for name in perturbations:
+        for difficulty in difficulties:
+            cell = cells.get((name, str(difficulty)))
+            if cell is not None and cell.mask is not None and cell.n:
+                counts = counts_from_bytes(cell.mask)
+                fp.setdefault(name, {})[difficulty] = flip_probability(counts)
+                t5d.setdefault(name, {})[difficulty] = top5_distance(counts)
+    return fp, t5d
+
+
+def _over_difficulties(values: dict[str, dict[int, float]], difficulties: Sequence[int]) -> dict[str, float]:
+    """Σ over the difficulties (the value itself for one difficulty), where all of them are there."""
+    return {name: sum(by[d] for d in difficulties) for name, by in values.items() if all(d in by for d in difficulties)}
+
+
+def summarize_perturbations(run: Run, cells: Mapping[tuple[str, str], Cell], perturbations: Sequence[str] = (),
+                            difficulties: Sequence[int] = (), baseline: Run | None = None,
+                            baseline_cells: Mapping[tuple[str, str], Cell] | None = None) -> dict:
+    """FP and T5D per perturbation (summed over the difficulties), and with a baseline run FR,
+    normalised T5D and their means mFR / mT5D over the protocol's 10 test perturbations, in
+    percent. Without ``difficulties``: those every stored perturbation has, so that all sums
+    run over the same ones."""
+    perturbations = list(perturbations) or [p for p in ORDER if any(name == p for name, _ in cells)]
+    if not difficulties:
+        stored = [{int(level) for name, level in cells if name == p} for p in perturbations]
+        difficulties = set.intersection(*stored) if stored else set()
+    difficulties = sorted(difficulties)
+    tests = TEST_PERTURBATIONS.get(run.config.get("protocol"), TEST_PERTURBATIONS["imagenet-p"])
+    fp, t5d = perturbation_values(cells, perturbations, difficulties)
+    flip, distance = _over_difficulties(fp, difficulties), _over_difficulties(t5d, difficulties)
+    tested = [flip[p] for p in tests if p in flip]
+    summary = {
+        "model": run.model, "name": run.name, "checkpoint_sha256": run.config.get("checkpoint_sha256"),
+        "dataset": run.config.get("dataset"), "protocol": run.config.get("protocol"),
+        "source": run.config.get("source"), "videos": max((c.n for c in cells.values()), default=0),
+        "difficulties": difficulties,
+        "flip_probability": {p: round(v, 6) for p, v in flip.items()},
+        "top5_distance": {p: round(v, 6) for p, v in distance.items()},
+        "by_difficulty": {"flip_probability": {p: {str(d): round(v, 6) for d, v in by.items()} for p, by in fp.items()},
+                          "top5_distance": {p: {str(d): round(v, 6) for d, v in by.items()} for p, by in t5d.items()}},
+        "mean_flip_probability": round(sum(tested) / len(tested), 6) if tested else None,  # over the test set
+        "flip_rate": None, "top5_rate": None, "mFR": None, "mT5D": None, "baseline": None,
+    }
+    if baseline is not None and baseline_cells is not None:
+        base_fp, base_t5d = perturbation_values(baseline_cells, perturbations, difficulties)
+        flip_rate = normalized_rates(flip, _over_difficulties(base_fp, difficulties))
+        top5_rate = normalized_rates(distance, _over_difficulties(base_t5d, difficulties))
+        mfr, mt5d = mean_rate(flip_rate, tests), mean_rate(top5_rate, tests)
+        summary.update({
+            "flip_rate": {p: round(v, 4) for p, v in flip_rate.items()},
+            "top5_rate": {p: round(v, 4) for p, v in top5_rate.items()},
+            "mFR": None if mfr is None else round(mfr, 4), "mT5D": None if mt5d is None else round(mt5d, 4),
+            "baseline": {"run_id": baseline.id, "model": baseline.model, "name": baseline.name},
+        })
+    return summary
+
+
 def summarize(run: Run, cells: Mapping[tuple[str, str], Cell], confidence: float | None = DEFAULT_CONFIDENCE) -> dict:
-    """The summary of a stored run of either kind."""
+    """The summary of a stored run of any kind."""
     if run.kind == "corruption":
         return summarize_corruptions(run, cells, [], confidence)
+    if run.kind == "perturbation":
+        return summarize_perturbations(run, cells)
     return summarize_attacks(run, cells, confidence)

@@ -234,3 +234,28 @@ def test_corrupt_on_cuda_writes_readable_files_close_to_the_cpu(tmp_path):
             tmp_path / "cpu" / name / "2" / "n01440764" / f.name))) for f in files]).float()
         print(f"corrupt {name}: mean |cuda-cpu| {float((gpu - cpu).abs().mean()):.3f} levels")
         assert float((gpu - cpu).abs().mean()) < 2.0
+
+
+def test_perturbation_sequences_on_cuda_match_the_cpu_and_eval_runs_in_bf16(cifar_photos, resnet20_file, tmp_path):
+    from robustbench_gcp.perturbations import names, perturb_to_uint8, sequence_streams
+
+    for protocol, images in (("cifar10-p", cifar_photos[:8]),
+                             ("imagenet-p", torch.nn.functional.interpolate(cifar_photos[:4], size=352))):
+        for name in names("all"):
+            index = torch.arange(len(images))
+            cpu = perturb_to_uint8(images, name, protocol=protocol, difficulty=2,
+                                   generator=sequence_streams(0, index, name, 2, torch.device("cpu")))
+            cuda = perturb_to_uint8(images.cuda(), name, protocol=protocol, difficulty=2,
+                                    generator=sequence_streams(0, index, name, 2, torch.device("cuda"))).cpu()
+            difference = (cpu.int() - cuda.int()).abs()
+            print(f"{protocol} {name}: mean {difference.float().mean():.4f}, max {difference.max()}")
+            assert difference.float().mean() < 0.05 and difference.max() <= 2 or name == "spatter", name
+    root = shared_path("cifar10_test_jpg/test")
+    result = cli("eval-perturbation", "--model", "CIFAR10_ResNet20_GAP", "--checkpoint", str(resnet20_file),
+                 "--data", str(root), "--limit", "200", "--difficulties", "1,2", "--device", "cuda", "--quiet",
+                 "--db", str(tmp_path / "r.sqlite"), "--json", str(tmp_path / "s.json"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    import json
+
+    flips = json.loads((tmp_path / "s.json").read_text())["flip_probability"]
+    assert len(flips) == 10 and all(0 < value < 1 for value in flips.values())

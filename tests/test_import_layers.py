@@ -13,13 +13,15 @@ PACKAGE = Path(__file__).resolve().parents[1] / "robustbench_gcp"
 # Lower layers first; a module may import its own unit and any unit of a lower layer.
 LAYERS = [
     {"errors", "version"},
-    {"fileio", "rng", "devices", "distributed", "progress"},
+    {"fileio", "rng", "devices", "distributed", "progress", "stability"},
     {"models", "corruptions", "attacks"},
+    {"perturbations"},
     {"data"},
     {"metrics", "results", "statistics"},
     {"summaries"},
     {"comparison"},
     {"evaluate", "export"},
+    {"export_videos"},
     {"report", "train"},
     {"demo"},
     {"cli", "__init__", "__main__"},

@@ -100,7 +100,11 @@ def test_demo_runs_end_to_end(tmp_path):
                              str(tmp_path / "demo")], capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "cifar_resnet20_gap" in result.stdout and "linf-pgd (robust accuracy %)" in result.stdout
-    assert "== training GAP ResNet-20 (1/6)" in result.stdout and "left" in result.stdout
+    assert "== training GAP ResNet-20 (1/8)" in result.stdout and "left" in result.stdout
+    assert "gaussian_noise FP (%)" in result.stdout  # the CIFAR-10-P flip probabilities of both models
+    for model in ("cifar_resnet20_gap", "cifar_resnet20_gcp"):
+        flips = json.loads((tmp_path / "demo" / f"{model}-perturbations.json").read_text())["flip_probability"]
+        assert len(flips) == 10 and all(0 <= value <= 1 for value in flips.values())
     # no ImageNet-normalised numbers on the built-in photos, and a log without carriage returns
     assert "(CE)" not in result.stdout and "mCE" not in result.stdout and "mean error (%)" in result.stdout
     assert "\r" not in result.stdout + result.stderr and "eval-corruption: " in result.stderr
@@ -109,5 +113,6 @@ def test_demo_runs_end_to_end(tmp_path):
     checkpoint = tmp_path / "demo" / "train" / "cifar_resnet20_gap" / "checkpoint.pth.tar"
 
     assert summary["checkpoint_sha256"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
-    for name in ("results.sqlite", "errors_vs_severity.png", "robust_accuracy_vs_eps.png", "learning_curves.png"):
+    for name in ("results.sqlite", "errors_vs_severity.png", "robust_accuracy_vs_eps.png", "learning_curves.png",
+                 "flip_probability.png"):
         assert (tmp_path / "demo" / name).stat().st_size > 1000, name

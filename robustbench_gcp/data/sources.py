@@ -111,8 +111,10 @@ def check_image_sizes(dataset: ImageFiles, indices: Sequence[int], input_size: i
             )
 
 
-def folder_samples(root: Path, class_index: dict[str, int] | None) -> tuple[list[tuple[str, int]], int]:
-    """(path, label) pairs of an ImageFolder and its class count, with a clear error when empty."""
+def folder_samples(root: Path, class_index: dict[str, int] | None,
+                   extensions: tuple[str, ...] = IMG_EXTENSIONS) -> tuple[list[tuple[str, int]], int]:
+    """(path, label) pairs of an ImageFolder (files with ``extensions``) and its class count,
+    with a clear error when empty."""
     if not root.is_dir():
         raise DatasetError(f"dataset folder {root} does not exist; pass an ImageFolder root (<class>/<image>)")
     try:
@@ -124,9 +126,10 @@ def folder_samples(root: Path, class_index: dict[str, int] | None) -> tuple[list
         if unknown:
             raise DatasetError(f"{root}: folders {unknown[:3]} are not in the class index")
         mapping = {c: class_index[c] for c in classes}
-    samples = make_dataset(str(root), mapping, extensions=IMG_EXTENSIONS, allow_empty=True)
+    samples = make_dataset(str(root), mapping, extensions=extensions, allow_empty=True)
     if not samples:
-        raise DatasetError(f"dataset folder {root} holds no images in its class subfolders")
+        kind = "images" if extensions == IMG_EXTENSIONS else f"{'/'.join(extensions)} files"
+        raise DatasetError(f"dataset folder {root} holds no {kind} in its class subfolders")
     count = max(class_index.values()) + 1 if class_index is not None else len(classes)
     return samples, count
 

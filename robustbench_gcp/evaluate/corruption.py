@@ -10,7 +10,6 @@ point. Every check runs before the first cell, so a refused configuration leaves
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -29,7 +28,7 @@ from ..devices import as_model_input, autocast, effective_precision, prepare, to
 from ..distributed import DistContext, barrier, broadcast, init_distributed
 from ..models.zoo import file_sha256
 from ..progress import Progress, progress_bar
-from ..results import DEFAULT_DB, Cell, CellPart, ResultStore, Run, write_json
+from ..results import DEFAULT_DB, Cell, CellPart, write_json
 from ..rng import image_streams
 from ..summaries import CLEAN, pack_flags, summarize_corruptions, unpack_flags
 from ..version import __version__
@@ -45,6 +44,7 @@ from .common import (
     selected_indices,
     start_run,
 )
+from .parts import add_part, pending
 
 
 @dataclass
@@ -262,27 +262,6 @@ def merge_parts(name: str, level: str, parts: list[CellPart], size: int) -> Cell
                 sum(p.top5_errors for p in taken), sum(p.skipped for p in taken), mask=pack_flags(correct))
 
 
-def _finish_cell(store: ResultStore, run: Run, cell: tuple[str, str], parts: list[CellPart], size: int) -> bool:
-    """Store a cell whose parts cover every image (True); overlapping parts that cannot make one
-    whole cell are dropped instead (False), with a warning, so that the cell is evaluated again."""
-    merged = merge_parts(*cell, parts, size)
-    if merged is not None:
-        store.add_cell(run, merged)
-        return True
-    store.delete_parts(run, *cell)
-    warnings.warn(f"cell {cell[0]} {cell[1]} of run {run.id} was evaluated twice over overlapping chunks (two "
-                  "processes on one run?); its parts were dropped: rerun the command to evaluate it again",
-                  stacklevel=3)
-    return False
-
-
-def coverage(parts: list[CellPart], size: int) -> np.ndarray:
-    """Positions the stored parts of a cell have evaluated."""
-    if not parts:
-        return np.zeros(size, dtype=bool)
-    return np.logical_or.reduce([unpack_flags(part.covered)[:size] for part in parts])
-
-
 def evaluate_corruptions(config: CorruptionEvalConfig, progress: bool = True) -> dict:
     """Run (or resume) a corruption evaluation; returns the run summary and the stored run's
     ``run_id`` (rank 0; others get {}).
@@ -309,15 +288,7 @@ def evaluate_corruptions(config: CorruptionEvalConfig, progress: bool = True) ->
     store = open_store(config.db, ctx)
     run = start_run(store, "corruption", config.model, identity, config.name) if store else None
     wanted = [CLEAN] * (source.clean is not None) + [(c, str(s)) for c in config.corruptions for s in config.severities]
-    todo = None
-    if store:
-        done, stored = set(store.cells(run)), store.parts(run)
-        todo = {cell: ~coverage(stored.get(cell, []), size) for cell in wanted if cell not in done}
-        for cell in [cell for cell, missing in todo.items() if not missing.any()]:  # a run stopped between
-            if _finish_cell(store, run, cell, stored.pop(cell), size):  # a cell's last part and the cell itself
-                del todo[cell]
-            else:
-                todo[cell] = np.ones(size, dtype=bool)
+    todo, stored = pending(store, run, wanted, size, merge_parts) if store else (None, {})
     todo = broadcast(todo, ctx)
     work = np.flatnonzero(np.logical_or.reduce(list(todo.values()))) if todo else np.zeros(0, dtype=np.int64)
     runner = _ChunkRunner(config, model, source, indices, ctx, precision)
@@ -331,10 +302,7 @@ def evaluate_corruptions(config: CorruptionEvalConfig, progress: bool = True) ->
             bar.set_postfix_str(f"{cell[0]} {cell[1]}")
             part = runner.run(*cell, chunk, positions, bar)
             if store:
-                store.add_part(run, part)
-                stored.setdefault(cell, []).append(part)
-                if coverage(stored[cell], size).all():
-                    _finish_cell(store, run, cell, stored.pop(cell), size)
+                add_part(store, run, part, stored, size, merge_parts)
             barrier(ctx)
     bar.close()
     if not store:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from torch import nn
 
 from ..errors import Error
-from .normalize import IMAGENET_MEAN, IMAGENET_STD
+from .normalize import IMAGENET_MEAN, IMAGENET_STD, Normalize
+
+TORCHVISION_PREFIX = "torchvision:"
 
 
 @dataclass(frozen=True)
@@ -82,8 +85,42 @@ def list_models(pattern: str | None = None, *, include_aliases: bool = False) ->
     return sorted(names)
 
 
+def _torchvision_builder(architecture: str) -> Callable[..., nn.Module]:
+    def build(num_classes: int, **kwargs) -> nn.Module:
+        import torchvision
+
+        model = torchvision.models.get_model(architecture, weights=None, num_classes=num_classes, **kwargs)
+        # A child with only non-persistent buffers: the state_dict stays torchvision's, so the
+        # released weight files load as they are, and the model takes images in [0, 1] like ours.
+        model.normalize = Normalize()
+        model.register_forward_pre_hook(lambda module, args: (module.normalize(args[0]), *args[1:]))
+        return model
+
+    return build
+
+
+@functools.lru_cache(maxsize=None)
+def _torchvision_info(name: str) -> ArchitectureInfo:
+    """``torchvision:<architecture>``: any torchvision classifier, built without weights (the
+    user's ``--checkpoint`` file supplies them; nothing is downloaded)."""
+    import torchvision
+
+    architecture = name[len(TORCHVISION_PREFIX):]
+    known = torchvision.models.list_models(module=torchvision.models)
+    if architecture not in known:
+        close = difflib.get_close_matches(architecture, known, n=5, cutoff=0.5)
+        hint = f" (did you mean {', '.join(TORCHVISION_PREFIX + c for c in close)}?)" if close else ""
+        raise UnknownModelError(f"unknown torchvision classifier {name!r}{hint}; torchvision.models.list_models("
+                                "module=torchvision.models) lists the names")
+    return ArchitectureInfo(name=name, family="torchvision", head="gap", reduction_dim=None, num_classes=1000,
+                            input_size=299 if architecture == "inception_v3" else 224,
+                            builder=_torchvision_builder(architecture))
+
+
 def architecture_info(name: str) -> ArchitectureInfo:
-    """Look up an architecture by name or alias."""
+    """Look up an architecture by name or alias, or a torchvision classifier as ``torchvision:<name>``."""
+    if name.startswith(TORCHVISION_PREFIX):
+        return _torchvision_info(name)
     key = _ALIASES.get(name, name)
     if key not in _ARCHITECTURES:
         close = difflib.get_close_matches(name, list_models(include_aliases=True), n=5, cutoff=0.5)

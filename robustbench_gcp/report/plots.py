@@ -12,7 +12,8 @@ from ..attacks import parse_epsilons
 from ..corruptions import names
 from ..fileio import check_output_file
 from ..results import ResultStore, Run
-from ..summaries import summarize_attacks, summarize_corruptions
+from ..stability import ORDER
+from ..summaries import summarize_attacks, summarize_corruptions, summarize_perturbations
 from .runs import ReportError, run_labels
 
 PLOT_FORMATS = ("png", "pdf", "svg", "jpg", "jpeg")
@@ -138,4 +139,23 @@ def plot_corruptions(store: ResultStore, runs: Sequence[Run], out: str | Path) -
     for index, axis in enumerate(axes.flat[: len(corruptions)]):
         if index + columns >= len(corruptions):  # the lowest panel of each column
             axis.set_xlabel("severity")
+    return _save(plt, figure, out)
+
+
+def plot_perturbations(store: ResultStore, runs: Sequence[Run], out: str | Path) -> Path:
+    """Flip probability per perturbation (summed over the difficulties run), one bar per run."""
+    if not runs:
+        raise ReportError("no perturbation runs in the store to plot; run gcp-robust eval-perturbation first")
+    plt = _pyplot()
+    summaries = [summarize_perturbations(r, store.cells(r)) for r in runs]
+    order = [p for p in ORDER if any(p in s["flip_probability"] for s in summaries)]
+    figure, axis = plt.subplots(figsize=(max(5.0, 0.4 * len(order) * len(runs) + 2), 3.6))
+    width = 0.8 / len(runs)
+    for offset, (label, summary) in enumerate(zip(run_labels(runs), summaries)):
+        values = [100 * summary["flip_probability"].get(p, float("nan")) for p in order]
+        axis.bar([i + offset * width for i in range(len(order))], values, width, label=label)
+    axis.set_xticks([i + width * (len(runs) - 1) / 2 for i in range(len(order))], order, rotation=45, ha="right",
+                    fontsize=7)
+    axis.set_ylabel("flip probability (%)")
+    axis.grid(alpha=0.3, axis="y")
     return _save(plt, figure, out)

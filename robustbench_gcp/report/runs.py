@@ -16,7 +16,7 @@ class ReportError(Error, ValueError):
     """Nothing to report, or nowhere to write it."""
 
 
-def _column_order(run: Run) -> tuple:
+def column_order(run: Run) -> tuple:
     """GAP next to GCP: sort by architecture family and depth, then head, then run id."""
     record = checkpoint_record(run.model)
     try:
@@ -39,12 +39,12 @@ def select_runs(store: ResultStore, kind: str, *, models: Sequence[str] | None =
     if latest:
         newest = {r.model: r for r in sorted(runs, key=lambda r: r.id)}
         runs = list(newest.values())
-    return sorted(runs, key=_column_order)
+    return sorted(runs, key=column_order)
 
 
 def twins(gap: Run, gcp: Run) -> bool:
     """A GAP run and a GCP run of the same backbone (the paper's pairs)."""
-    first, second = _column_order(gap), _column_order(gcp)
+    first, second = column_order(gap), column_order(gcp)
     return first[:2] == second[:2] and first[0] != "~" and (first[2], second[2]) == ("gap", "gcp")
 
 
@@ -72,7 +72,7 @@ def run_label(run: Run) -> str:
         return run.name
     config = run.config
     parts = [run.model]
-    if run.kind == "corruption":
+    if run.kind in ("corruption", "perturbation"):
         parts.append(config.get("protocol") or config.get("source") or "")
     else:
         parts.append(_attack_parameters(config))

@@ -14,9 +14,10 @@ from ..corruptions import names
 from ..metrics import corruption_error
 from ..models.catalog import CatalogEntry
 from ..results import ResultStore, Run
+from ..stability import ORDER
 from ..statistics import DEFAULT_CONFIDENCE
-from ..summaries import is_imagenet_run, summarize
-from .runs import imagenet_metrics, run_label, run_labels, twins
+from ..summaries import is_imagenet_run, summarize, summarize_perturbations
+from .runs import column_order, imagenet_metrics, run_label, run_labels, twins
 
 TABLE_FORMATS = ("github", "latex", "plain", "csv")
 
@@ -196,6 +197,9 @@ def tidy_csv(store: ResultStore, runs: Sequence[Run]) -> str:
 
 def _tidy_values(kind: str, summary: dict) -> list[tuple[str, str, float | None]]:
     """(metric, level, value) of every number of a summary."""
+    if kind == "perturbation":
+        return [*(("flip_probability", name, value) for name, value in summary["flip_probability"].items()),
+                *(("top5_distance", name, value) for name, value in summary["top5_distance"].items())]
     if kind == "corruption":
         return [("clean_error", "", summary["clean_error"]),
                 *((name, str(severity), rate) for name, rates in summary["errors"].items()
@@ -268,3 +272,52 @@ def comparison_junit(comparison: Comparison, threshold: float, names: tuple[str,
                 detail += f", p = {d.p_value:.3g}"
             ElementTree.SubElement(case, "failure", message=detail, type="regression").text = detail
     return ElementTree.tostring(suite, encoding="unicode", xml_declaration=True)
+
+
+def perturbation_table(store: ResultStore, runs: Sequence[Run], fmt: str = "github",
+                       baseline: Run | None = None, difficulties: Sequence[int] = ()) -> str:
+    """Flip probability (%) and top-5 distance per perturbation (summed over ``difficulties``, by
+    default those all of a run's perturbations have), runs as columns; with a baseline run also
+    FR and normalised T5D per perturbation and their means mFR / mT5D."""
+    if not runs:
+        return "no perturbation runs in the store"
+    base_cells = store.cells(baseline) if baseline else None
+    summaries = [summarize_perturbations(r, store.cells(r), (), difficulties, baseline, base_cells) for r in runs]
+    order = [p for p in ORDER if any(p in s["flip_probability"] for s in summaries)]
+    rows: list[list] = []
+    for name in order:
+        rows.append([f"{name} FP (%)", *[_scaled(s["flip_probability"].get(name), 100) for s in summaries]])
+        if baseline:
+            rows.append([f"{name} FR", *[(s["flip_rate"] or {}).get(name) for s in summaries]])
+    for name in order:
+        rows.append([f"{name} T5D", *[s["top5_distance"].get(name) for s in summaries]])
+    rows.append(["mean FP, test set (%)", *[_scaled(s["mean_flip_probability"], 100) for s in summaries]])
+    if baseline:
+        rows += [["mFR", *[s["mFR"] for s in summaries]], ["mT5D", *[s["mT5D"] for s in summaries]]]
+    used = ["/".join(map(str, s["difficulties"])) for s in summaries]
+    note = (f"\n\ndifficulties {', '.join(dict.fromkeys(used))} (FP and T5D summed over them)"
+            + (f"; FR and mFR / mT5D relative to run {baseline.id} ({run_label(baseline)}) = 100" if baseline
+               else "; pass --baseline-run for FR, mFR and mT5D"))
+    return render(rows, ["metric", *run_labels(runs)], fmt) + note
+
+
+def _scaled(value: float | None, factor: float) -> float | None:
+    return None if value is None else round(value * factor, 4)
+
+
+def robustness_table(store: ResultStore, corruption_runs: Sequence[Run], perturbation_runs: Sequence[Run],
+                     fmt: str = "github", baseline: Run | None = None) -> str:
+    """The paper's layout: a row per model (GAP next to GCP) with mCE and relative mCE of its
+    newest corruption run and mFR and mT5D of its newest perturbation run."""
+    corruption = {r.model: r for r in sorted(corruption_runs, key=lambda r: r.id)}
+    perturbation = {r.model: r for r in sorted(perturbation_runs, key=lambda r: r.id)}
+    models = sorted(set(corruption) | set(perturbation),
+                    key=lambda m: column_order(corruption.get(m) or perturbation[m]))
+    base_cells = store.cells(baseline) if baseline else None
+    rows = []
+    for model in models:
+        c, p = corruption.get(model), perturbation.get(model)
+        cs = summarize(c, store.cells(c), None) if c else {}
+        ps = summarize_perturbations(p, store.cells(p), baseline=baseline, baseline_cells=base_cells) if p else {}
+        rows.append([model, cs.get("mCE"), cs.get("relative_mCE"), ps.get("mFR"), ps.get("mT5D")])
+    return render(rows, ["model", "mCE", "relative mCE", "mFR", "mT5D"], fmt)

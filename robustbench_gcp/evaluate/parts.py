@@ -1,0 +1,62 @@
+"""Cells stored in parts: each (cell, chunk) is written as soon as it is counted, and a cell
+becomes one stored cell once its parts cover every sample. What the chunked evaluations share;
+each supplies how its parts merge into a cell."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from ..results import Cell, CellPart, ResultStore, Run
+from ..summaries import unpack_flags
+
+Merge = Callable[[str, str, list[CellPart], int], Cell | None]
+Key = tuple[str, str]
+
+
+def coverage(parts: list[CellPart], size: int) -> np.ndarray:
+    """Positions the stored parts of a cell have evaluated."""
+    if not parts:
+        return np.zeros(size, dtype=bool)
+    return np.logical_or.reduce([unpack_flags(part.covered)[:size] for part in parts])
+
+
+def finish_cell(store: ResultStore, run: Run, cell: Key, parts: list[CellPart], size: int, merge: Merge) -> bool:
+    """Store a cell whose parts cover every sample (True); overlapping parts that cannot make one
+    whole cell are dropped instead (False), with a warning, so that the cell is evaluated again."""
+    merged = merge(*cell, parts, size)
+    if merged is not None:
+        store.add_cell(run, merged)
+        return True
+    store.delete_parts(run, *cell)
+    warnings.warn(f"cell {cell[0]} {cell[1]} of run {run.id} was evaluated twice over overlapping chunks (two "
+                  "processes on one run?); its parts were dropped: rerun the command to evaluate it again",
+                  stacklevel=3)
+    return False
+
+
+def pending(store: ResultStore, run: Run, wanted: Sequence[Key], size: int,
+            merge: Merge) -> tuple[dict[Key, np.ndarray], dict[Key, list[CellPart]]]:
+    """The samples each wanted cell still lacks, and the stored parts of the unfinished cells.
+    Cells whose parts already cover every sample (a run stopped between a cell's last part and
+    the cell itself) are finished here."""
+    done, stored = set(store.cells(run)), store.parts(run)
+    todo = {cell: ~coverage(stored.get(cell, []), size) for cell in wanted if cell not in done}
+    for cell in [cell for cell, missing in todo.items() if not missing.any()]:
+        if finish_cell(store, run, cell, stored.pop(cell), size, merge):
+            del todo[cell]
+        else:
+            todo[cell] = np.ones(size, dtype=bool)
+    return todo, stored
+
+
+def add_part(store: ResultStore, run: Run, part: CellPart, stored: dict[Key, list[CellPart]], size: int,
+             merge: Merge) -> None:
+    """Store a counted part, and its cell once the parts cover every sample."""
+    cell = (part.name, part.level)
+    store.add_part(run, part)
+    stored.setdefault(cell, []).append(part)
+    if coverage(stored[cell], size).all():
+        finish_cell(store, run, cell, stored.pop(cell), size, merge)
