@@ -59,7 +59,7 @@ def test_cli_flip_probabilities_and_the_exported_arrays_agree(photos, base, tmp_
     # the released CIFAR-10-P layout, written by `perturb` and read back: the same numbers, exactly
     out = tmp_path / "CIFAR-10-P"
     export = run_cli_in_process("perturb", "--data", str(photos), "--out", str(out), "--protocol", "cifar10-p",
-                                "--quiet", "--device", "cpu")
+                                "--difficulties", "1", "--quiet", "--device", "cpu")
     assert export.returncode == 0, export.stderr
     arrays = np.load(out / "rotate.npy", mmap_mode="r")
     assert arrays.shape == (20, 31, 32, 32, 3) and arrays.dtype == np.uint8
