@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 
@@ -35,7 +36,16 @@ def init_distributed(device: str | None) -> DistContext:
         target = torch.device("cpu")
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if target.type == "cuda" else "gloo")
+        atexit.register(_leave)
     return DistContext(rank=rank, world=world, device=target)
+
+
+def _leave() -> None:
+    """Leave the process group before the interpreter tears down: a gloo group destroyed in the
+    teardown, while its peer has already gone, can abort the process ("terminate called without
+    an active exception") after all the work is done."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def sum_counts(values: list[int], ctx: DistContext) -> list[int]:
