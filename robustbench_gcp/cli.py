@@ -100,7 +100,7 @@ def _attack_list(text: str) -> list[str]:
 def _epsilons(text: str):
     from .attacks import parse_epsilons
 
-    return parse_epsilons(text)
+    return parse_epsilons(text, norm="l2")  # the loosest bound: eval-attack checks its attacks' norms
 
 
 def _precision(args: argparse.Namespace, deprecated: str, meaning: str) -> str:
@@ -313,7 +313,11 @@ def _cmd_table(args: argparse.Namespace) -> None:
     chosen = {kind: _selected(store, kind, args) for kind in ("corruption", "attack", "perturbation")}
     if not any(chosen.values()):
         raise UsageError(f"no runs in {args.db} match the selection; `gcp-robust runs --db {args.db}` lists them")
-    baseline = _baseline_run(store, args.baseline_run) if args.baseline_run else None
+    baseline = None
+    if args.baseline_run:
+        from .evaluate.perturbation import find_baseline
+
+        baseline = find_baseline(store, args.baseline_run, chosen["perturbation"])
     if args.format == "csv":
         print(tidy_csv(store, chosen["corruption"] + chosen["attack"] + chosen["perturbation"]), end="")
         return
@@ -329,15 +333,6 @@ def _cmd_table(args: argparse.Namespace) -> None:
         tables.append(perturbation_table(store, chosen["perturbation"], args.format, baseline))
         tables.append(robustness_table(store, chosen["corruption"], chosen["perturbation"], args.format, baseline))
     print("\n\n".join(tables))
-
-
-def _baseline_run(store, selector: str):
-    """The perturbation run named by --baseline-run (id, --name label or model; the newest of several)."""
-    found = [r for r in store.runs("perturbation") if selector in (str(r.id), r.name, r.model)]
-    if not found:
-        raise UsageError(f"--baseline-run {selector!r}: no perturbation run with that id, name or model in the "
-                         "database; `gcp-robust runs` lists them")
-    return found[-1]
 
 
 def _cmd_plot(args: argparse.Namespace) -> None:
@@ -527,17 +522,15 @@ def _decode_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--decode", choices=DECODERS, default="pil",
                         help="JPEG decoding: pil (in the loader workers; the reference pixels) or device (in "
                         "batches on the device, nvJPEG on CUDA: faster, but its pixels differ slightly from "
-                        "PIL's, see the README; PNGs and other formats still use PIL)")
+                        "PIL's, see docs/eval-corruption.md; PNGs and other formats still use PIL)")
 
 
-def _perturbation_options(parser: argparse.ArgumentParser) -> None:
+def _perturbation_options(parser: argparse.ArgumentParser, difficulties_help: str) -> None:
     from .perturbations import PROTOCOLS
 
     parser.add_argument("--perturbations", type=_typed(_perturbation_list), default="test",
                         help="comma-separated names, or the protocol's test set (the 10 of mFR) | validation (4) | all")
-    parser.add_argument("--difficulties", type=_int_list, default="1,2,3",
-                        help="frames compared d apart (noise sequences: the stronger _2/_3 sequences); "
-                        "FP and T5D are summed over them")
+    parser.add_argument("--difficulties", type=_int_list, default="1", help=difficulties_help)
     parser.add_argument("--protocol", choices=PROTOCOLS,
                         help="sequence generator (default: imagenet-p for 224-px models, cifar10-p for 32-px)")
 
@@ -545,7 +538,9 @@ def _perturbation_options(parser: argparse.ArgumentParser) -> None:
 def _perturb_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="ImageFolder root: <class>/<image>")
     parser.add_argument("--out", required=True, help="output root; existing files are kept (resume)")
-    _perturbation_options(parser)
+    _perturbation_options(parser, "some of 1,2,3: 2 and 3 add the noise perturbations' stronger _2/_3 sequences "
+                          "(the other perturbations have one sequence for every difficulty); default 1, what "
+                          "eval-perturbation reads by default")
     parser.set_defaults(protocol="imagenet-p")
     parser.add_argument("--device", help="cpu or cuda (default: cuda when present)")
     parser.add_argument("--batch-size", type=int, default=128, help="frames per batch (does not change results)")
@@ -564,7 +559,9 @@ def _eval_perturbation_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source", choices=VIDEO_SOURCES, default="generated",
                         help="generate the sequences on the fly, or read released files")
     parser.add_argument("--class-index", help="imagenet_class_index.json or synset_words.txt for class subsets")
-    _perturbation_options(parser)
+    _perturbation_options(parser, "some of 1,2,3: frames compared d apart (noise: the stronger _2/_3 sequences); "
+                          "FP and T5D are reported per difficulty, FR / mFR / mT5D from their sums over the "
+                          "difficulties. Default 1: the reference evaluators' difficulty, that of published mFR / mT5D")
     parser.add_argument("--baseline-run", help="a stored perturbation run (id, --name or model) to normalise by: "
                         "FR, mFR and mT5D (e.g. torchvision:alexnet evaluated by this command)")
     _run_options(parser, strict=False)  # an unreadable image or video always stops it: a video cannot be left out

@@ -21,7 +21,7 @@ from .metrics import mce, mean_error, relative_mce
 from .results import Cell, ResultStore, Run
 from .stability import counts_from_bytes
 from .statistics import bootstrap_interval, holm, mcnemar_exact
-from .summaries import CLEAN, summarize, unpack_flags
+from .summaries import CLEAN, perturbations_of_test_set, summarize, unpack_flags
 
 DEFAULT_ALPHA = 0.05
 
@@ -124,12 +124,20 @@ def _metrics(summary: Mapping, label: str) -> Metrics:
         for eps, accuracy in _mapping(by_eps, label, f"robust_accuracy.{attack}").items():
             found[f"{attack}@{eps}"] = (_number(accuracy, label, f"robust_accuracy.{attack}.{eps}"), -1,
                                         _half_width(widths.get(eps)), (attack, eps))
-    for name, value in _mapping(summary.get("flip_probability", {}), label, "flip_probability").items():
-        number = _number(value, label, f"flip_probability.{name}")
-        found[f"FP {name}"] = (None if number is None else 100 * number, +1, None, (name, "fp"))
+    for name, by_difficulty in _mapping(summary.get("flip_probability", {}), label, "flip_probability").items():
+        if isinstance(by_difficulty, (int, float)) and not isinstance(by_difficulty, bool):
+            raise ComparisonError(f"{label}: flip_probability.{name} is one number, FP summed over the difficulties "
+                                  "as summaries before FP per difficulty had it; rerun eval-perturbation (it "
+                                  "resumes from its database) to write the summary per difficulty")
+        for difficulty, value in _mapping(by_difficulty, label, f"flip_probability.{name}").items():
+            number = _number(value, label, f"flip_probability.{name}.{difficulty}")
+            found[f"FP {name}/{difficulty}"] = (None if number is None else 100 * number, +1, None,
+                                                (name, difficulty))
     if "flip_probability" in summary:
-        mean = _number(summary.get("mean_flip_probability"), label, "mean_flip_probability")
-        found["mean FP"] = (None if mean is None else 100 * mean, +1, None, None)
+        means = summary.get("mean_flip_probability") or {}
+        for difficulty, mean in _mapping(means, label, "mean_flip_probability").items():
+            number = _number(mean, label, f"mean_flip_probability.{difficulty}")
+            found[f"mean FP/{difficulty}"] = (None if number is None else 100 * number, +1, None, None)
         for key in ("mFR", "mT5D"):
             found[key] = (_number(summary.get(key), label, key), +1, None, None)
     worst_ci = summary.get("worst_case_ci") if isinstance(summary.get("worst_case_ci"), Mapping) else {}
@@ -285,12 +293,13 @@ def _aggregate_intervals(cells: tuple[Mapping, Mapping], size: int, alpha: float
     return found
 
 
-def _video_shares(cells: Mapping[tuple[str, str], Cell], name: str) -> np.ndarray | None:
-    """Per-video flip share of a perturbation, summed over its difficulties (FP is their mean)."""
-    stored = [counts_from_bytes(c.mask) for (p, _), c in sorted(cells.items()) if p == name and c.mask]
-    if not stored or len({len(s) for s in stored}) != 1:
+def _video_shares(cells: Mapping[tuple[str, str], Cell], key: tuple[str, str]) -> np.ndarray | None:
+    """Per-video flip share of a (perturbation, difficulty) cell (FP is their mean)."""
+    cell = cells.get(key)
+    if cell is None or not cell.mask:
         return None
-    return sum(s[:, 0] / s[:, 2] for s in stored)
+    counts = counts_from_bytes(cell.mask)
+    return counts[:, 0] / counts[:, 2]
 
 
 def _compare_perturbation_runs(store: ResultStore, runs: tuple[Run, Run], labels: tuple[str, str],
@@ -301,19 +310,23 @@ def _compare_perturbation_runs(store: ResultStore, runs: tuple[Run, Run], labels
         return _unpaired(store, runs, labels, alpha, "the runs saw different videos (dataset, limit or seed differ)")
     cells = store.cells(runs[0]), store.cells(runs[1])
     before, after = _paired_metrics(*(summarize(r, c, None) for r, c in zip(runs, cells)), labels)
-    shares = {}
+    shares, perturbation_of, difficulty_of = {}, {}, {}
     for metric, *_, key in _rows(before, after):
         if key is not None:
-            pair = _video_shares(cells[0], key[0]), _video_shares(cells[1], key[0])
+            pair = _video_shares(cells[0], key), _video_shares(cells[1], key)
             if pair[0] is not None and pair[1] is not None and len(pair[0]) == len(pair[1]):
-                shares[metric] = pair
+                shares[metric], (perturbation_of[metric], difficulty_of[metric]) = pair, key
+    tests = perturbations_of_test_set(runs[0])
     intervals = {metric: bootstrap_interval(np.stack(pair), lambda r: 100 * (r[1] - r[0]), 1 - alpha)
                  for metric, pair in shares.items()}
-    if shares and "mean FP" in before:
-        rows = [pair[0] for pair in shares.values()] + [pair[1] for pair in shares.values()]
-        k = len(shares)
-        intervals["mean FP"] = bootstrap_interval(np.stack(rows), lambda r: 100 * (r[k:].mean(0) - r[:k].mean(0)),
-                                                  1 - alpha)
+    for difficulty in dict.fromkeys(difficulty_of.values()):
+        if f"mean FP/{difficulty}" not in before:
+            continue
+        pairs = [pair for metric, pair in shares.items()  # the test perturbations, as the mean FP shown
+                 if difficulty_of[metric] == difficulty and perturbation_of[metric] in tests]
+        rows, k = [pair[0] for pair in pairs] + [pair[1] for pair in pairs], len(pairs)
+        intervals[f"mean FP/{difficulty}"] = bootstrap_interval(
+            np.stack(rows), lambda r, k=k: 100 * (r[k:].mean(0) - r[:k].mean(0)), 1 - alpha)
     differences = []
     for metric, old, new, direction, _ in _rows(before, after):
         worse = direction * (new - old) if old is not None and new is not None else None

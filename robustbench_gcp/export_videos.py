@@ -31,7 +31,7 @@ from .fileio import atomic_write_bytes
 from .perturbations import PROTOCOLS, names, perturb_to_uint8, sequence_length, sequence_level, sequence_streams, spec
 from .perturbations.api import check_name
 from .progress import progress_bar
-from .stability import DIFFICULTIES, NOISE_PERTURBATIONS
+from .stability import DEFAULT_DIFFICULTIES, DIFFICULTIES, NOISE_PERTURBATIONS
 
 
 class VideoExportError(Error, ValueError):
@@ -46,7 +46,7 @@ class VideoExportConfig:
     out: Path
     protocol: str = "imagenet-p"
     perturbations: str | Sequence[str] = "test"  # names, or a subset of the protocol: test, validation, all
-    difficulties: Sequence[int] = (1, 2, 3)
+    difficulties: Sequence[int] = DEFAULT_DIFFICULTIES  # 2, 3 add the stronger noise sequences (_2, _3)
     device: str = "cpu"
     batch_size: int = 128  # frames per generated batch
     workers: int = 0

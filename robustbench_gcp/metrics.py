@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
+from .attacks.rows import top_hits
 from .corruptions import names
 
 # torchvision AlexNet on the full ImageNet-C (50,000 images per cell), severities 1–5.
@@ -82,12 +83,6 @@ def mean_error(errors: ErrorTable) -> float:
     if not rates:
         raise ValueError("mean_error needs at least one benchmark corruption")
     return 100 * sum(rates) / len(rates)
-
-
-def top_hits(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-sample top-1 and top-5 hits (top-k over all classes when there are fewer than five)."""
-    hits = logits.topk(min(5, logits.shape[1]), dim=1).indices == labels[:, None]
-    return hits[:, 0], hits.any(dim=1)
 
 
 @dataclass

@@ -51,7 +51,7 @@ def derived_seed(*parts: object) -> int:
 
 
 def batch_seed(seed: int, purpose: str, first_index: int) -> int:
-    """A 32-bit seed for code that draws from torch's global RNG (foolbox): one per batch."""
+    """A 32-bit seed for code that seeds itself (pyautoattack, the reference backend): one per batch."""
     key = f"{seed}/{purpose}/{first_index}".encode()
     return int.from_bytes(hashlib.blake2b(key, digest_size=4).digest(), "little")
 

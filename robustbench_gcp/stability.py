@@ -7,6 +7,10 @@ sequences, whose frames are independent draws: each frame is compared with the f
 the share of compared pairs whose top-1 class differs; T5D is the mean over pairs of the top-5
 rank distance. Both are averaged per video first, then over videos. Counts are kept per video
 as integers (flips, summed distances, pairs) so shards and resumed runs add up exactly.
+
+FP and T5D are reported per difficulty: FP is a probability at each one. The reference
+evaluators run one difficulty, 1 by default (ImageNet-P's ``test.py --difficulty``, CIFAR-10-P's
+``cifar-p-eval.py``), and the published mFR / mT5D are difficulty-1 numbers, so that is the default.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ VALIDATION_PERTURBATIONS = {"imagenet-p": ("speckle_noise", "gaussian_blur", "sp
 ORDER = TEST_PERTURBATIONS["imagenet-p"] + VALIDATION_PERTURBATIONS["imagenet-p"]  # how reports list them
 NOISE_PERTURBATIONS = ("gaussian_noise", "shot_noise", "speckle_noise")
 DIFFICULTIES = (1, 2, 3)
+DEFAULT_DIFFICULTIES = (1,)  # the reference evaluators' difficulty, that of the published mFR / mT5D
 
 
 def ranked_classes(logits: Tensor, k: int = 5) -> Tensor:

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from .attacks import ATTACK_CELLS, parse_epsilons
+from .attacks import ATTACK_CELLS, epsilon_value
 from .corruptions import names
 from .metrics import mce, mean_error, relative_mce
 from .results import Cell, Run
@@ -140,7 +140,7 @@ def summarize_attacks(run: Run, cells: Mapping[tuple[str, str], Cell],
     clean = cells.get(CLEAN)
     n = clean.n if clean else 0
     attacks = [a for a in ATTACK_CELLS if any(name == a for name, _ in cells)]
-    levels = sorted({level for name, level in cells if name != "clean"}, key=lambda t: parse_epsilons(t)[0][1])
+    levels = sorted({level for name, level in cells if name != "clean"}, key=epsilon_value)
 
     def accuracy(cell: Cell) -> float | None:
         return round(100 * (1 - cell.top1_errors / cell.n), 4) if cell.n else None
@@ -190,45 +190,65 @@ def perturbation_values(cells: Mapping[tuple[str, str], Cell], perturbations: Se
     return fp, t5d
 
 
-def _over_difficulties(values: dict[str, dict[int, float]], difficulties: Sequence[int]) -> dict[str, float]:
-    """Σ over the difficulties (the value itself for one difficulty), where all of them are there."""
+def summed_over_difficulties(values: Mapping[str, Mapping[int, float]],
+                             difficulties: Sequence[int]) -> dict[str, float]:
+    """Σ over ``difficulties`` per perturbation (the value itself for one difficulty), where all
+    of them are there: not a probability once there are several."""
     return {name: sum(by[d] for d in difficulties) for name, by in values.items() if all(d in by for d in difficulties)}
+
+
+def _by_difficulty(values: Mapping[str, Mapping[int, float]]) -> dict[str, dict[str, float]]:
+    return {name: {str(d): round(v, 6) for d, v in sorted(by.items())} for name, by in values.items()}
+
+
+def perturbations_of_test_set(run: Run) -> tuple[str, ...]:
+    """The test perturbations of a perturbation run's protocol: what its mean FP averages."""
+    return tuple(TEST_PERTURBATIONS.get(run.config.get("protocol"), TEST_PERTURBATIONS["imagenet-p"]))
 
 
 def summarize_perturbations(run: Run, cells: Mapping[tuple[str, str], Cell], perturbations: Sequence[str] = (),
                             difficulties: Sequence[int] = (), baseline: Run | None = None,
                             baseline_cells: Mapping[tuple[str, str], Cell] | None = None) -> dict:
-    """FP and T5D per perturbation (summed over the difficulties), and with a baseline run FR,
-    normalised T5D and their means mFR / mT5D over the protocol's 10 test perturbations, in
-    percent. Without ``difficulties``: those every stored perturbation has, so that all sums
-    run over the same ones."""
+    """FP and T5D per perturbation and difficulty (``flip_probability[name]["1"]``), their sums
+    over the difficulties (``*_summed``), the mean FP over the protocol's 10 test perturbations
+    per difficulty, and with a baseline run FR, normalised T5D and their means mFR / mT5D over
+    the test perturbations, in percent. The rates divide the sums over ``difficulties``
+    (``rates_over_difficulties``): with difficulty 1 alone, ImageNet-P test.py's default, they
+    are the published kind. Without ``difficulties``: those every stored perturbation has, so
+    that all sums run over the same ones."""
     perturbations = list(perturbations) or [p for p in ORDER if any(name == p for name, _ in cells)]
     if not difficulties:
         stored = [{int(level) for name, level in cells if name == p} for p in perturbations]
         difficulties = set.intersection(*stored) if stored else set()
     difficulties = sorted(difficulties)
-    tests = TEST_PERTURBATIONS.get(run.config.get("protocol"), TEST_PERTURBATIONS["imagenet-p"])
+    tests = perturbations_of_test_set(run)
     fp, t5d = perturbation_values(cells, perturbations, difficulties)
-    flip, distance = _over_difficulties(fp, difficulties), _over_difficulties(t5d, difficulties)
-    tested = [flip[p] for p in tests if p in flip]
+    flip, distance = summed_over_difficulties(fp, difficulties), summed_over_difficulties(t5d, difficulties)
+    mean_flip = {}
+    for difficulty in difficulties:
+        tested = [fp[p][difficulty] for p in tests if difficulty in fp.get(p, {})]
+        if tested:
+            mean_flip[str(difficulty)] = round(sum(tested) / len(tested), 6)
     summary = {
         "model": run.model, "name": run.name, "checkpoint_sha256": run.config.get("checkpoint_sha256"),
         "dataset": run.config.get("dataset"), "protocol": run.config.get("protocol"),
         "source": run.config.get("source"), "videos": max((c.n for c in cells.values()), default=0),
         "difficulties": difficulties,
-        "flip_probability": {p: round(v, 6) for p, v in flip.items()},
-        "top5_distance": {p: round(v, 6) for p, v in distance.items()},
-        "by_difficulty": {"flip_probability": {p: {str(d): round(v, 6) for d, v in by.items()} for p, by in fp.items()},
-                          "top5_distance": {p: {str(d): round(v, 6) for d, v in by.items()} for p, by in t5d.items()}},
-        "mean_flip_probability": round(sum(tested) / len(tested), 6) if tested else None,  # over the test set
+        "flip_probability": _by_difficulty(fp),
+        "top5_distance": _by_difficulty(t5d),
+        "flip_probability_summed": {p: round(v, 6) for p, v in flip.items()},
+        "top5_distance_summed": {p: round(v, 6) for p, v in distance.items()},
+        "mean_flip_probability": mean_flip,  # per difficulty, over the test perturbations
+        "rates_over_difficulties": None,
         "flip_rate": None, "top5_rate": None, "mFR": None, "mT5D": None, "baseline": None,
     }
     if baseline is not None and baseline_cells is not None:
         base_fp, base_t5d = perturbation_values(baseline_cells, perturbations, difficulties)
-        flip_rate = normalized_rates(flip, _over_difficulties(base_fp, difficulties))
-        top5_rate = normalized_rates(distance, _over_difficulties(base_t5d, difficulties))
+        flip_rate = normalized_rates(flip, summed_over_difficulties(base_fp, difficulties))
+        top5_rate = normalized_rates(distance, summed_over_difficulties(base_t5d, difficulties))
         mfr, mt5d = mean_rate(flip_rate, tests), mean_rate(top5_rate, tests)
         summary.update({
+            "rates_over_difficulties": difficulties,
             "flip_rate": {p: round(v, 4) for p, v in flip_rate.items()},
             "top5_rate": {p: round(v, 4) for p, v in top5_rate.items()},
             "mFR": None if mfr is None else round(mfr, 4), "mT5D": None if mt5d is None else round(mt5d, 4),

@@ -10,7 +10,18 @@ import torch
 
 DATA_ROOT = Path(os.environ.get("ROBUSTBENCH_GCP_TEST_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+def _threads_per_process() -> int:
+    """At most 2 threads, split among pytest-xdist workers (torch on more threads than cores is
+    many times slower); OMP_NUM_THREADS, where set, is the limit."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    limit = int(os.environ.get("OMP_NUM_THREADS", "2"))
+    return max(1, min(limit, 2, (os.cpu_count() or 1) // workers))
+
+
+torch.set_num_threads(_threads_per_process())
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:  # the CLI and torchrun processes a test starts share the same cores
+    os.environ["OMP_NUM_THREADS"] = str(_threads_per_process())
 
 
 @pytest.fixture(autouse=True)

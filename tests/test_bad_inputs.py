@@ -146,6 +146,25 @@ def test_eps_that_overflows_and_unknown_values(tmp_path, cifar_test_dir):
     assert not (tmp_path / "r.sqlite").exists()
 
 
+def test_l2_eps_may_exceed_1_up_to_the_diameter_of_the_image_box(tmp_path, cifar_test_dir, resnet20_file):
+    from robustbench_gcp.attacks import AttackError, check_epsilons, parse_epsilons
+
+    check_epsilons(parse_epsilons("0,2,55", norm="l2"), "l2", input_size=32)  # √(3·32·32) = 55.43
+    with pytest.raises(AttackError, match=r"--eps 56 = 56 is outside \[0, 55.43\].*32×32-px images"):
+        check_epsilons(parse_epsilons("56", norm="l2"), "l2", input_size=32)
+    with pytest.raises(AttackError, match=r"--eps 2 = 2 is outside \[0, 1\]"):
+        parse_epsilons("2")
+    db = tmp_path / "r.sqlite"
+    base = ["eval-attack", "--model", "CIFAR10_ResNet20_GAP", "--checkpoint", str(resnet20_file), "--data",
+            str(cifar_test_dir), "--limit", "8", "--steps", "1", "--workers", "0", "--quiet", "--db", str(db)]
+    refused(cli(*base, "--attacks", "l2-pgd,linf-pgd", "--eps", "2"), "--eps 2", "outside [0, 1]")
+    refused(cli(*base, "--attacks", "apgd-ce", "--norm", "l2", "--eps", "0,60"), "--eps 60", "outside [0, 55.43]")
+    assert not db.exists()
+    result = cli(*base, "--attacks", "l2-pgd", "--eps", "0,2")
+    assert result.returncode == 0, result.stderr
+    assert "eps 2" in result.stdout
+
+
 def test_corrupt_refuses_a_broken_jpeg_empty_lists_and_size_zero(tmp_path, cifar_test_dir):
     data = tmp_path / "data" / "cat"
     data.mkdir(parents=True)

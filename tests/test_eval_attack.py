@@ -12,6 +12,7 @@ import torch
 pytest.importorskip("foolbox", reason="attacks need foolbox")
 
 from conftest import labelled_cifar, stored_cells  # noqa: E402
+from references import PGD, PGD_SETTINGS, flags_of, recorded  # noqa: E402
 
 from robustbench_gcp.attacks import AttackError, AttackSettings, parse_epsilons, run_attack  # noqa: E402
 from robustbench_gcp.evaluate.attack import AttackEvalConfig, evaluate_attacks  # noqa: E402
@@ -23,24 +24,44 @@ def photos(cifar_test_dir):
     return labelled_cifar(cifar_test_dir, 200)
 
 
-@pytest.mark.parametrize("name, eps", [("linf-pgd", [1 / 255, 2 / 255, 4 / 255]), ("l2-pgd", [0.1, 0.25, 0.5])])
-def test_native_pgd_agrees_with_foolbox(resnet20, photos, name, eps):
-    images, labels = photos
-    settings = dict(steps=10, rel_stepsize=0.25)
-    torch.manual_seed(0)
-    theirs = run_attack(name, resnet20, images, labels, eps, AttackSettings(backend="foolbox", **settings))
+def native_pgd_against_foolbox(model, images, labels, name):
+    """Native PGD at foolbox's settings, with its robust accuracy per ε within 1 point of foolbox's
+    recorded one (tests/baselines/references/); returns the adversarial images and the last
+    robust accuracy and the clean flags."""
+    eps = PGD[name]
+    theirs = recorded(f"foolbox-{name}")["robust"]
     streams = image_streams(0, range(len(images) * len(eps)), name, 0)
-    ours = run_attack(name, resnet20, images, labels, eps, AttackSettings(backend="native", **settings), streams)
+    ours = run_attack(name, model, images, labels, eps, AttackSettings(backend="native", **PGD_SETTINGS), streams)
     with torch.no_grad():
-        clean = resnet20(images).argmax(1) == labels
+        clean = model(images).argmax(1) == labels
         for k in range(len(eps)):
-            robust_theirs = ((resnet20(theirs[k]).argmax(1) == labels) & clean).float().mean() * 100
-            robust_ours = ((resnet20(ours[k]).argmax(1) == labels) & clean).float().mean() * 100
+            robust_theirs = flags_of(theirs[repr(eps[k])]).float().mean() * 100
+            robust_ours = ((model(ours[k]).argmax(1) == labels) & clean).float().mean() * 100
             assert abs(robust_ours - robust_theirs) <= 1.0, (name, eps[k], float(robust_ours), float(robust_theirs))
+    return ours, robust_ours, clean
+
+
+@pytest.mark.parametrize("name", ["linf-pgd", "l2-pgd"])
+def test_native_pgd_agrees_with_foolbox(resnet20, photos, name):
+    images, labels = photos
+    eps = PGD[name]
+    ours, robust_ours, clean = native_pgd_against_foolbox(resnet20, images, labels, name)
     assert robust_ours < clean.float().mean() * 100 - 5  # the attack bites
     perturbation = (ours - images).flatten(2)
     bound = perturbation.abs().amax(-1) if name == "linf-pgd" else perturbation.norm(dim=-1)
     assert (bound <= torch.tensor(eps)[:, None] + 1e-5).all() and ours.min() >= 0 and ours.max() <= 1
+
+
+def test_a_perturbed_native_pgd_fails_the_recorded_reference(resnet20, photos, monkeypatch):
+    """The records catch drift: native PGD with a tenth of its step size leaves far more images
+    robust than foolbox did, and the comparison fails."""
+    from robustbench_gcp.attacks import registry
+
+    real_pgd = registry.pgd
+    monkeypatch.setattr(registry, "pgd", lambda *args, rel_stepsize, **kwargs: real_pgd(
+        *args, rel_stepsize=rel_stepsize / 10, **kwargs))
+    with pytest.raises(AssertionError, match="linf-pgd"):
+        native_pgd_against_foolbox(resnet20, *photos, "linf-pgd")
 
 
 def test_run_properties_resume_and_json(tmp_path, cifar_test_dir, resnet20_file):
@@ -105,6 +126,25 @@ def test_cli_table_and_plot(tmp_path, cifar_test_dir, resnet20_file):
     plot = subprocess.run([sys.executable, "-m", "robustbench_gcp.cli", "plot", "--kind", "attack", "--db", str(db),
                            "--out", str(tmp_path / "attack.png")], capture_output=True, text=True, timeout=300)
     assert plot.returncode == 0 and (tmp_path / "attack.png").stat().st_size > 5_000
+
+
+@pytest.mark.parametrize("name, eps", [("linf-pgd", [1 / 255, 4 / 255]), ("l2-pgd", [0.1, 0.5])])
+def test_foolbox_pgd_starts_where_native_pgd_does(resnet20, photos, name, eps):
+    images, labels = photos[0][:16], photos[1][:16]
+    streams = image_streams(0, range(len(images) * len(eps)), name, 0)
+    starts = [run_attack(name, resnet20, images, labels, eps, AttackSettings(steps=0, backend=backend), streams)
+              for backend in ("foolbox", "native")]
+    assert torch.allclose(*starts, atol=1e-6)
+
+
+def test_foolbox_cells_do_not_depend_on_the_batch_size(tmp_path, cifar_test_dir, resnet20_file):
+    common = dict(model="CIFAR10_ResNet20_GAP", checkpoint=resnet20_file, data=cifar_test_dir,
+                  attacks=["linf-pgd", "l2-pgd"], eps=parse_epsilons("0,1/255,4/255"), steps=2, restarts=2,
+                  backend="foolbox", limit=50, workers=0)
+    for batch_size in (16, 50):
+        evaluate_attacks(AttackEvalConfig(**common, batch_size=batch_size, db=tmp_path / f"{batch_size}.sqlite"),
+                         progress=False)
+    assert stored_cells(tmp_path / "16.sqlite") == stored_cells(tmp_path / "50.sqlite")
 
 
 def test_two_gloo_processes_count_like_one(tmp_path, cifar_test_dir, resnet20_file):

@@ -4,6 +4,8 @@ bad input."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import sqlite3
@@ -20,8 +22,9 @@ from PIL import Image
 import robustbench_gcp.evaluate.parts as parts_module
 import robustbench_gcp.evaluate.perturbation as perturbation_module
 from robustbench_gcp.data.videos import write_video
-from robustbench_gcp.evaluate.perturbation import PerturbationEvalConfig, evaluate_perturbations
+from robustbench_gcp.evaluate.perturbation import PerturbationEvalConfig, evaluate_perturbations, find_baseline
 from robustbench_gcp.perturbations import names
+from robustbench_gcp.results import ResultStore
 
 
 def cells(db: Path) -> dict:
@@ -39,8 +42,8 @@ def photos(tmp_path_factory, cifar_test_dir) -> Path:
 
 @pytest.fixture
 def base(resnet20_file) -> list[str]:
-    return ["--model", "CIFAR10_ResNet20_GAP", "--checkpoint", str(resnet20_file), "--workers", "0", "--quiet",
-            "--difficulties", "1"]
+    """The default difficulties: 1 alone."""
+    return ["--model", "CIFAR10_ResNet20_GAP", "--checkpoint", str(resnet20_file), "--workers", "0", "--quiet"]
 
 
 def test_cli_flip_probabilities_and_the_exported_arrays_agree(photos, base, tmp_path):
@@ -48,22 +51,35 @@ def test_cli_flip_probabilities_and_the_exported_arrays_agree(photos, base, tmp_
     generated = run_cli_in_process("eval-perturbation", *base, "--data", str(photos), "--db", db, "--json",
                                    str(tmp_path / "generated.json"))
     assert generated.returncode == 0, generated.stderr
-    assert "| gaussian_noise FP (%)" in generated.stdout and "pass --baseline-run" in generated.stdout
+    assert "| gaussian_noise FP d=1 (%)" in generated.stdout and "pass --baseline-run" in generated.stdout
+    assert "FP d=2" not in generated.stdout and "run at difficulty 1;" in generated.stdout
     summary = json.loads((tmp_path / "generated.json").read_text())
+    # the default is the reference evaluators' difficulty 1
     assert summary["videos"] == 20 and summary["protocol"] == "cifar10-p" and summary["difficulties"] == [1]
     assert list(summary["flip_probability"]) == names("test", "cifar10-p")  # CIFAR-10-P's ten: spatter, no snow
-    for name, value in summary["flip_probability"].items():
-        assert 0 < value < 0.5, (name, value)
-        assert 0 < summary["top5_distance"][name] < 10, name
-    assert summary["mFR"] is None and summary["baseline"] is None
-    # the released CIFAR-10-P layout, written by `perturb` and read back: the same numbers, exactly
+    assert list(summary["top5_distance"]) == names("test", "cifar10-p")
+    for name, by_difficulty in summary["flip_probability"].items():
+        assert list(by_difficulty) == ["1"] and 0 < by_difficulty["1"] < 0.5, (name, by_difficulty)
+        assert list(summary["top5_distance"][name]) == ["1"] and 0 < summary["top5_distance"][name]["1"] < 10, name
+        assert summary["flip_probability_summed"][name] == by_difficulty["1"]  # a sum of one
+        assert summary["top5_distance_summed"][name] == summary["top5_distance"][name]["1"]
+    tested = [by["1"] for by in summary["flip_probability"].values()]
+    assert summary["mean_flip_probability"] == {"1": pytest.approx(np.mean(tested), abs=1e-6)}
+    assert summary["mFR"] is None and summary["baseline"] is None and summary["rates_over_difficulties"] is None
+    # the released CIFAR-10-P layout, written by `perturb` (default: difficulty 1) and read back: the same
+    # numbers, exactly
     out = tmp_path / "CIFAR-10-P"
     export = run_cli_in_process("perturb", "--data", str(photos), "--out", str(out), "--protocol", "cifar10-p",
-                                "--difficulties", "1", "--quiet", "--device", "cpu")
+                                "--quiet", "--device", "cpu")
     assert export.returncode == 0, export.stderr
     arrays = np.load(out / "rotate.npy", mmap_mode="r")
     assert arrays.shape == (20, 31, 32, 32, 3) and arrays.dtype == np.uint8
     assert np.load(out / "translate.npy", mmap_mode="r").shape[1] == 16
+    assert (out / "gaussian_noise.npy").is_file() and not (out / "gaussian_noise_2.npy").exists()
+    stronger = run_cli_in_process("eval-perturbation", *base, "--data", str(out), "--source", "cifar10-p",
+                                  "--difficulties", "2", "--db", db)
+    assert stronger.returncode == 2 and "gaussian_noise_2.npy is missing" in stronger.stderr
+    assert "perturb --difficulties 2 writes it" in stronger.stderr
     released = run_cli_in_process("eval-perturbation", *base, "--data", str(out), "--source", "cifar10-p", "--db",
                                   db, "--json", str(tmp_path / "released.json"))
     assert released.returncode == 0, released.stderr
@@ -71,7 +87,8 @@ def test_cli_flip_probabilities_and_the_exported_arrays_agree(photos, base, tmp_
     assert again["flip_probability"] == summary["flip_probability"]
     assert again["top5_distance"] == summary["top5_distance"]
     # reports: the tables, the paper's layout, a plot, and a comparison (unpaired: other files)
-    table = run_cli_in_process("table", "--db", db, "--baseline-run", "1")
+    with pytest.warns(UserWarning, match="baseline run 1 evaluated other data, protocol or --limit than run 2;"):
+        table = run_cli_in_process("table", "--db", db, "--baseline-run", "1")  # generated vs released files
     assert table.returncode == 0, table.stderr
     assert "| mFR" in table.stdout and "| model" in table.stdout and "relative mCE" in table.stdout
     assert "100.00" in table.stdout
@@ -79,7 +96,7 @@ def test_cli_flip_probabilities_and_the_exported_arrays_agree(photos, base, tmp_
     assert plot.returncode == 0 and (tmp_path / "fp.png").stat().st_size > 1000
     compared = run_cli_in_process("compare", "--db", db, "--run", "1", "--run", "2")
     assert compared.returncode == 0, compared.stdout + compared.stderr
-    assert "FP rotate" in compared.stdout and "saw different videos" in compared.stdout
+    assert "FP rotate/1" in compared.stdout and "saw different videos" in compared.stdout
 
 
 def test_killed_run_resumes_to_the_same_counts(photos, resnet20_file, tmp_path, monkeypatch):
@@ -124,23 +141,105 @@ def test_killed_run_resumes_to_the_same_counts(photos, resnet20_file, tmp_path, 
 def test_a_baseline_run_normalises_fr_and_mfr(photos, resnet20_file, tmp_path):
     resnet44 = shared_path("cifar10_resnet_akamaster/resnet44-014dd654.th")
     db = tmp_path / "r.sqlite"
-    common = dict(data=photos, workers=0, difficulties=(1,), limit=6, db=db)
+    common = dict(data=photos, workers=0, limit=6, db=db)  # the default difficulty 1: test.py's FR and mFR
     base = evaluate_perturbations(PerturbationEvalConfig(model="CIFAR10_ResNet20_GAP", checkpoint=resnet20_file,
                                                          **common), progress=False)
     other = evaluate_perturbations(PerturbationEvalConfig(model="CIFAR10_ResNet44_GAP", checkpoint=resnet44,
                                                           baseline_run="CIFAR10_ResNet20_GAP", **common),
                                    progress=False)
-    assert other["baseline"]["run_id"] == base["run_id"]
+    assert other["baseline"]["run_id"] == base["run_id"] and other["rates_over_difficulties"] == [1]
     for name, rate in other["flip_rate"].items():
-        assert rate == pytest.approx(100 * other["flip_probability"][name] / base["flip_probability"][name],
+        assert rate == pytest.approx(100 * other["flip_probability"][name]["1"] / base["flip_probability"][name]["1"],
                                      rel=1e-4)
+        assert other["top5_rate"][name] == pytest.approx(
+            100 * other["top5_distance"][name]["1"] / base["top5_distance"][name]["1"], rel=1e-4)
     assert other["mFR"] == pytest.approx(np.mean(list(other["flip_rate"].values())), abs=1e-3)
     assert other["mT5D"] == pytest.approx(np.mean(list(other["top5_rate"].values())), abs=1e-3)
     compared = run_cli_in_process("compare", "--db", str(db), "--run", str(base["run_id"]), "--run",
                                   str(other["run_id"]), "--format", "json")
     assert "paired over the same 6 videos" in compared.stdout
     rows = {row["metric"]: row for row in json.loads(compared.stdout)["differences"]}
-    assert rows["FP rotate"]["interval"] is not None and rows["mean FP"]["interval"] is not None
+    assert rows["FP rotate/1"]["interval"] is not None and rows["mean FP/1"]["interval"] is not None
+    assert rows["FP rotate/1"]["current"] == pytest.approx(100 * other["flip_probability"]["rotate"]["1"])
+
+
+def test_fp_stays_a_probability_per_difficulty_and_sums_say_so(photos, resnet20_file, resnet44_file, tmp_path):
+    """Each difficulty's FP is a probability; their sum (not one) is ``flip_probability_summed``,
+    and FR / mFR over several difficulties divide those sums, which the summary and table say."""
+    db = tmp_path / "r.sqlite"
+    assert PerturbationEvalConfig(model="m", data=photos).difficulties == (1,)
+    common = dict(data=photos, workers=0, limit=8, db=db, perturbations=["gaussian_noise", "rotate", "translate"])
+    every = (1, 2, 3)
+    base = evaluate_perturbations(PerturbationEvalConfig(model="CIFAR10_ResNet44_GAP", checkpoint=resnet44_file,
+                                                         difficulties=every, **common), progress=False)
+    ours = dict(model="CIFAR10_ResNet20_GAP", checkpoint=resnet20_file, baseline_run="CIFAR10_ResNet44_GAP", **common)
+    first = evaluate_perturbations(PerturbationEvalConfig(**ours), progress=False)  # difficulty 1, the default
+    summary = evaluate_perturbations(PerturbationEvalConfig(**ours, difficulties=every), progress=False)  # resumes
+    assert first["difficulties"] == [1] and first["rates_over_difficulties"] == [1]
+    assert summary["run_id"] == first["run_id"] and summary["difficulties"] == [1, 2, 3]
+    assert summary["rates_over_difficulties"] == [1, 2, 3]
+    for name, by_difficulty in summary["flip_probability"].items():
+        assert list(by_difficulty) == ["1", "2", "3"] and all(0 <= v <= 1 for v in by_difficulty.values()), name
+        assert by_difficulty["1"] == first["flip_probability"][name]["1"]  # difficulty 1 alone: the same
+        assert summary["flip_probability_summed"][name] == pytest.approx(sum(by_difficulty.values()), abs=3e-6)
+        distances = summary["top5_distance"][name]
+        assert summary["top5_distance_summed"][name] == pytest.approx(sum(distances.values()), abs=3e-6)
+        base_sum = base["flip_probability_summed"][name]
+        assert summary["flip_rate"][name] == pytest.approx(100 * summary["flip_probability_summed"][name] / base_sum,
+                                                           rel=1e-4)
+        assert first["flip_rate"][name] == pytest.approx(
+            100 * by_difficulty["1"] / base["flip_probability"][name]["1"], rel=1e-4)
+    assert summary["flip_probability_summed"]["gaussian_noise"] > 1  # why a sum is not called a probability
+    for difficulty in ("1", "2", "3"):
+        tested = [summary["flip_probability"][n][difficulty] for n in ("gaussian_noise", "rotate", "translate")]
+        assert summary["mean_flip_probability"][difficulty] == pytest.approx(np.mean(tested), abs=1e-6)
+    table = run_cli_in_process("table", "--db", str(db), "--baseline-run", str(base["run_id"]))
+    assert table.returncode == 0, table.stderr
+    for row in ("| gaussian_noise FP d=1 (%)", "| gaussian_noise FP d=3 (%)", "| rotate T5D d=2",
+                "| mean FP, test set, d=3 (%)", "| gaussian_noise FR"):
+        assert row in table.stdout, row
+    assert "from FP and T5D summed over difficulties 1/2/3" in table.stdout
+    assert "mFR and mT5D from FP and T5D summed over difficulties 1/2/3" in table.stdout  # the paper's layout
+    tidy = run_cli_in_process("table", "--db", str(db), "--format", "csv")
+    values = {(row["run"], row["metric"], row["level"]): row["value"]
+              for row in csv.DictReader(io.StringIO(tidy.stdout))}
+    assert float(values[str(summary["run_id"]), "flip_probability", "gaussian_noise/2"]) == \
+        summary["flip_probability"]["gaussian_noise"]["2"]
+
+
+def test_table_and_eval_choose_the_baseline_alike(photos, resnet20_file, resnet44_file, tmp_path):
+    """One selector: of several runs matching --baseline-run, the latest on the same data,
+    protocol and --limit as the runs it normalises, else the latest with a warning."""
+    db = tmp_path / "r.sqlite"
+    common = dict(data=photos, workers=0, perturbations=["rotate"], db=db)
+    same = evaluate_perturbations(PerturbationEvalConfig(model="CIFAR10_ResNet44_GAP", checkpoint=resnet44_file,
+                                                         limit=4, **common), progress=False)
+    later = evaluate_perturbations(PerturbationEvalConfig(model="CIFAR10_ResNet44_GAP", checkpoint=resnet44_file,
+                                                          limit=3, **common), progress=False)  # other videos
+    ours = evaluate_perturbations(PerturbationEvalConfig(model="CIFAR10_ResNet20_GAP", checkpoint=resnet20_file,
+                                                         limit=4, baseline_run="CIFAR10_ResNet44_GAP", **common),
+                                  progress=False)
+    assert ours["baseline"]["run_id"] == same["run_id"] != later["run_id"]
+    table = run_cli_in_process("table", "--db", str(db), "--model", "CIFAR10_ResNet20_GAP", "--baseline-run",
+                               "CIFAR10_ResNet44_GAP")
+    assert table.returncode == 0, table.stderr
+    assert f"relative to run {same['run_id']} " in table.stdout  # not the latest, run {later}
+    store = ResultStore(db)
+    runs = [store.get(ours["run_id"]), store.get(later["run_id"])]
+    with pytest.warns(UserWarning, match=f"baseline run {later['run_id']} evaluated other data, protocol or --limit "
+                      f"than run {ours['run_id']};"):
+        assert find_baseline(store, "CIFAR10_ResNet44_GAP", runs).id == later["run_id"]
+    with pytest.warns(UserWarning, match="than this run"):
+        other = evaluate_perturbations(PerturbationEvalConfig(model="CIFAR10_ResNet20_GAP", checkpoint=resnet20_file,
+                                                              limit=2, baseline_run=str(same["run_id"]), **common),
+                                       progress=False)
+    assert other["baseline"]["run_id"] == same["run_id"]
+    for argv in (["table", "--db", str(db), "--baseline-run", "alexnet"],
+                 ["eval-perturbation", "--model", "CIFAR10_ResNet20_GAP", "--checkpoint", str(resnet20_file),
+                  "--data", str(photos), "--workers", "0", "--quiet", "--db", str(db), "--baseline-run", "alexnet"]):
+        missing = run_cli_in_process(*argv)
+        assert missing.returncode == 2 and "--baseline-run 'alexnet'" in missing.stderr, argv
+        assert "perturbation run with that id, name or model" in missing.stderr and "Traceback" not in missing.stderr
 
 
 def test_torchvision_classifiers_load_a_users_weight_file(tmp_path):

@@ -1,5 +1,6 @@
 """Native FAB (robustbench_gcp.attacks.fab) against the reference in pyautoattack: the box-constrained
-hyperplane projections on random inputs, and the attack on the pretrained CIFAR ResNet-20."""
+hyperplane projections on random inputs (live), and the attack on the pretrained CIFAR ResNet-20
+against pyautoattack's recorded outcomes (tests/references.py)."""
 
 from __future__ import annotations
 
@@ -7,19 +8,19 @@ import importlib
 
 import pytest
 import torch
+from conftest import labelled_cifar
+from references import flags_of, recorded
 
-pytest.importorskip("pyautoattack", reason="the reference FAB comes from pyautoattack")
-
-from conftest import labelled_cifar  # noqa: E402
-from pyautoattack.fab_projections import projection_l2 as reference_l2  # noqa: E402
-from pyautoattack.fab_projections import projection_linf as reference_linf  # noqa: E402
-from pyautoattack.fab_pt import FABAttack_PT  # noqa: E402
-
-from robustbench_gcp.attacks.fab import fab, projection  # noqa: E402
-from robustbench_gcp.rng import image_streams  # noqa: E402
+from robustbench_gcp.attacks.fab import fab, projection
+from robustbench_gcp.rng import image_streams
 
 fab_module = importlib.import_module("robustbench_gcp.attacks.fab")  # the module, whatever the package exports
-REFERENCE = {"linf": reference_linf, "l2": reference_l2}
+
+
+def reference_projection(norm):
+    """pyautoattack's projection: cheap enough to run live, on random hyperplanes."""
+    projections = pytest.importorskip("pyautoattack.fab_projections", reason="the reference FAB is in pyautoattack")
+    return {"linf": projections.projection_linf, "l2": projections.projection_l2}[norm]
 
 
 def sizes(x, norm):
@@ -44,7 +45,7 @@ def hyperplanes(rows=96, dims=300):
 def test_projection_matches_reference(norm):
     points, w, b = hyperplanes()
     ours = projection(points, w, b, norm)
-    theirs = REFERENCE[norm](points.clone(), w.clone(), b.clone())
+    theirs = reference_projection(norm)(points.clone(), w.clone(), b.clone())
     assert torch.allclose(ours, theirs, atol=1e-5, rtol=0), (ours - theirs).abs().max()  # float32 rounding
     moved = points + ours
     assert moved.min() >= 0 and moved.max() <= 1
@@ -71,7 +72,7 @@ def test_projection_without_box_constraint_is_the_plain_one(norm):
     else:
         expected = gap[:, None] * w / (w**2).sum(1, keepdim=True)
     assert torch.allclose(projection(points, w, b, norm), expected, atol=1e-12, rtol=1e-8)
-    assert torch.allclose(REFERENCE[norm](points, w.clone(), b.clone()), expected, atol=1e-12, rtol=1e-8)
+    assert torch.allclose(reference_projection(norm)(points, w.clone(), b.clone()), expected, atol=1e-12, rtol=1e-8)
 
 
 @pytest.fixture(scope="module")
@@ -79,25 +80,17 @@ def photos(cifar_test_dir):
     return labelled_cifar(cifar_test_dir, 64)
 
 
-def reference_fab(model, norm, images, labels, eps, steps, targets=0):
-    attack = FABAttack_PT(model, norm={"linf": "Linf", "l2": "L2"}[norm], n_restarts=1, n_iter=steps, eps=eps,
-                          seed=0, targeted=targets > 0, n_target_classes=max(targets, 1), device="cpu", verbose=False)
-    attack.targeted = targets > 0
-    return attack.perturb(images, labels)
-
-
 @pytest.mark.parametrize("norm, eps", [("linf", 0.5 / 255), ("l2", 0.05)])
 def test_fab_t_robust_accuracy_matches_reference(resnet20, photos, norm, eps):
     """FAB-T without restarts is deterministic: the same rows are fooled (1/64 allowed for float
     rounding at the boundary; none differ here), and the outputs respect ε and the box."""
     images, labels = photos
-    theirs = reference_fab(resnet20, norm, images, labels, eps, steps=15, targets=3)
+    robust_theirs = flags_of(recorded(f"pyautoattack-fab-t-{norm}")["robust"])
     streams = image_streams(0, range(len(images)), f"fab-t-{norm}", 0)
     ours = fab(lambda x: resnet20(x).float(), images, labels, torch.full((len(images),), eps), streams,
                norm=norm, targets=3, steps=15)
     with torch.no_grad():
         clean = resnet20(images).argmax(1) == labels
-        robust_theirs = (resnet20(theirs).argmax(1) == labels) & clean
         robust_ours = (resnet20(ours).argmax(1) == labels) & clean
     assert 0.1 < robust_ours.float().mean() < clean.float().mean() - 0.1  # ε leaves something to compare
     assert (robust_ours != robust_theirs).sum() <= 1, (robust_ours.float().mean(), robust_theirs.float().mean())
@@ -109,15 +102,15 @@ def test_untargeted_fab_finds_the_reference_distances(resnet20, photos):
     """Untargeted FAB (all classes' hyperplanes) with no ε limit: per image the same smallest L∞
     perturbation as the reference, up to rounding."""
     images, labels = photos[0][:16], photos[1][:16]
-    theirs = reference_fab(resnet20, "linf", images, labels, 1e6, steps=8)
+    theirs = torch.tensor(recorded("pyautoattack-fab-linf-distances")["linf_distance"])
     streams = image_streams(0, range(len(images)), "fab", 0)
     ours = fab(lambda x: resnet20(x).float(), images, labels, torch.full((16,), 1e6), streams, norm="linf", steps=8)
     with torch.no_grad():
         clean = resnet20(images).argmax(1) == labels
-    assert torch.equal(sizes(ours - images, "linf") > 0, sizes(theirs - images, "linf") > 0)
-    found = clean & (sizes(theirs - images, "linf") > 0)
+    assert torch.equal(sizes(ours - images, "linf") > 0, theirs > 0)
+    found = clean & (theirs > 0)
     assert found.sum() >= 8
-    ratio = sizes(ours - images, "linf")[found] / sizes(theirs - images, "linf")[found]
+    ratio = sizes(ours - images, "linf")[found] / theirs[found]
     assert (ratio - 1).abs().max() < 0.02 and (ratio - 1).abs().median() < 1e-3, ratio
 
 

@@ -87,6 +87,19 @@ def test_checkpoint_table_has_the_40_released_models():
     assert {r.lr_mode for r in imagenet} == {"LRnorm", "LRfast", "LRadju"}
 
 
+def test_class_count_of_a_classifier_without_a_final_linear_layer():
+    import torchvision
+    from torch import nn
+
+    from robustbench_gcp.evaluate.common import EvaluationError, model_classes
+
+    assert model_classes(torchvision.models.squeezenet1_0(num_classes=7)) == 7  # a 1×1 conv, then global pooling
+    assert model_classes(rg.build_architecture("torchvision:squeezenet1_0", num_classes=7)) == 7
+    assert model_classes(rg.build_architecture("cifar_resnet20_gap", num_classes=7)) == 7
+    with pytest.raises(EvaluationError, match="cannot tell how many classes Sequential outputs"):
+        model_classes(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten()))
+
+
 def test_unknown_name_suggests_close_ones():
     with pytest.raises(rg.UnknownModelError, match="resnet50_gcp"):
         rg.create_model("resnet50_gpc")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import labelled_cifar
+from references import SQUARE_QUERIES, flags_of, recorded, square_rows
 
 from robustbench_gcp.attacks.rows import norms
 from robustbench_gcp.attacks.square import p_selection, square
@@ -68,24 +69,18 @@ def test_a_row_does_not_depend_on_its_batch(resnet20, photos, norm, radii):
 @pytest.mark.slow
 @pytest.mark.parametrize("norm, eps", [("linf", 8 / 255), ("l2", 1.0)])
 def test_robust_accuracy_agrees_with_pyautoattack(resnet20, photos, norm, eps):
-    """Both attacks on the ~64 correctly classified photos at 300 queries. At these radii most
-    rows are fooled well before the end, so the outcome hardly depends on the draws: over three
-    seeds each, both implementations left 9–10 (L∞) and 14–16 (L2) of 63 robust; a third of the
-    queries (100) leaves over twice as many, so a markedly weaker attack fails the 6-point bound."""
-    pyautoattack = pytest.importorskip("pyautoattack.square")
-    images, labels = photos
-    with torch.no_grad():
-        correct = resnet20(images).argmax(1) == labels
-    x, y = images[correct][:64], labels[correct][:64]
-    queries = 300
-    reference = pyautoattack.SquareAttack(resnet20, p_init=0.8, n_queries=queries, eps=eps,
-                                          norm={"linf": "Linf", "l2": "L2"}[norm], n_restarts=1, seed=0,
-                                          verbose=False, device="cpu", resc_schedule=False)
-    theirs = reference.perturb(x, y)
+    """Both attacks on the ~64 correctly classified photos at 300 queries (pyautoattack's outcome
+    recorded in tests/baselines/references/). At these radii most rows are fooled well before the
+    end, so the outcome hardly depends on the draws: over three seeds each, both implementations
+    left 9–10 (L∞) and 14–16 (L2) of 63 robust; a third of the queries (100) leaves over twice as
+    many, so a markedly weaker attack fails the 6-point bound."""
+    x, y = square_rows()
+    assert torch.equal(x, photos[0][(resnet20(photos[0]).argmax(1) == photos[1])][:64])  # the same rows
+    queries = SQUARE_QUERIES
+    robust_theirs = flags_of(recorded(f"pyautoattack-square-{norm}")["robust"]).float().mean().item() * 100
     ours = square(logits_of(resnet20), x, y, torch.full((len(x),), eps), image_streams(0, range(len(x)), "square", 0),
                   norm=norm, queries=queries)
     with torch.no_grad():
-        robust_theirs = (resnet20(theirs).argmax(1) == y).float().mean().item() * 100
         robust_ours = (resnet20(ours).argmax(1) == y).float().mean().item() * 100
     assert 0 < robust_theirs < 50
     assert abs(robust_ours - robust_theirs) <= 6.0, (robust_ours, robust_theirs)

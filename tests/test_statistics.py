@@ -175,3 +175,29 @@ def test_table_puts_each_gap_model_next_to_its_gcp_twin(tmp_path, cifar_test_dir
     assert delta.startswith("+") and delta.endswith("*"), clean  # worse, and significantly so
     assert "Δ GCP − GAP | -" in table.stdout.replace("  ", "") or "| Δ GCP − GAP" in table.stdout
     assert "McNemar" in table.stdout
+
+
+def test_paired_interval_of_the_mean_fp_covers_what_the_mean_covers(tmp_path):
+    """The mean FP shown averages the test perturbations only, and so must its paired interval:
+    two runs that differ only in a validation perturbation have the same mean FP, and an
+    interval of 0 around it (not a significant change)."""
+    from robustbench_gcp.comparison import compare_runs
+    from robustbench_gcp.stability import TEST_PERTURBATIONS, VALIDATION_PERTURBATIONS, counts_to_bytes
+
+    store = ResultStore(tmp_path / "p.sqlite")
+    common = {"dataset": "/data/p", "dataset_size": 40, "source": "released", "protocol": "imagenet-p", "limit": None}
+    runs = [store.run("perturbation", "m", {**common, "checkpoint_sha256": sha}) for sha in ("a", "b")]
+    flips = np.random.default_rng(0).integers(0, 10, size=(len(TEST_PERTURBATIONS["imagenet-p"]), 40))
+    for k, run in enumerate(runs):
+        for name, row in zip(TEST_PERTURBATIONS["imagenet-p"], flips):
+            counts = np.stack([row, row, np.full(40, 30)], axis=1)
+            store.add_cell(run, Cell(name, "1", 40, 0, 0, mask=counts_to_bytes(counts)))
+        validation = np.stack([np.full(40, 3 + 20 * k), np.zeros(40), np.full(40, 30)], axis=1)
+        store.add_cell(run, Cell(VALIDATION_PERTURBATIONS["imagenet-p"][0], "1", 40, 0, 0,
+                                 mask=counts_to_bytes(validation)))
+    comparison = compare_runs(store, *runs, ("a", "b"))
+    mean = next(d for d in comparison.differences if d.metric == "mean FP/1")
+    assert mean.worse_by == 0 and mean.interval == (0.0, 0.0) and not mean.significant
+    changed = f"FP {VALIDATION_PERTURBATIONS['imagenet-p'][0]}/1"
+    validation = next(d for d in comparison.differences if d.metric == changed)
+    assert validation.worse_by > 50 and validation.significant  # the validation perturbation's own change is seen

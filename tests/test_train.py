@@ -101,10 +101,10 @@ def test_demo_runs_end_to_end(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "cifar_resnet20_gap" in result.stdout and "linf-pgd (robust accuracy %)" in result.stdout
     assert "== training GAP ResNet-20 (1/8)" in result.stdout and "left" in result.stdout
-    assert "gaussian_noise FP (%)" in result.stdout  # the CIFAR-10-P flip probabilities of both models
+    assert "gaussian_noise FP d=1 (%)" in result.stdout  # the CIFAR-10-P flip probabilities of both models
     for model in ("cifar_resnet20_gap", "cifar_resnet20_gcp"):
         flips = json.loads((tmp_path / "demo" / f"{model}-perturbations.json").read_text())["flip_probability"]
-        assert len(flips) == 10 and all(0 <= value <= 1 for value in flips.values())
+        assert len(flips) == 10 and all(list(by) == ["1"] and 0 <= by["1"] <= 1 for by in flips.values())
     # no ImageNet-normalised numbers on the built-in photos, and a log without carriage returns
     assert "(CE)" not in result.stdout and "mCE" not in result.stdout and "mean error (%)" in result.stdout
     assert "\r" not in result.stdout + result.stderr and "eval-corruption: " in result.stderr

@@ -13,9 +13,11 @@ from .registry import (
     attack_spec,
     check_attack,
     check_epsilons,
+    epsilon_value,
     parse_epsilons,
     run_attack,
 )
 
 __all__ = ["ATTACKS", "ATTACK_CELLS", "ATTACK_NAMES", "BACKENDS", "AttackError", "AttackSettings", "Epsilon",
-           "attack_spec", "check_attack", "check_epsilons", "parse_epsilons", "pgd", "run_attack"]
+           "attack_spec", "check_attack", "check_epsilons", "epsilon_value", "parse_epsilons", "pgd",
+           "run_attack"]

@@ -7,13 +7,15 @@ per-sample worst case. The settings are the reference's (``pyautoattack`` 0.2.0)
 ``rand`` averages 20 gradients (EoT) for randomised models.
 
 Two backends run a stage: ``native`` (batched rows, per-row random streams, fooled rows stop
-early) and ``reference`` (the ``pyautoattack`` package on the same rows, one ε at a time).
+early) and ``reference`` (the ``pyautoattack`` package on the same rows, one ε at a time). Both
+run through ``attack_robust_rows``, the stage of eval-attack and of ``cascade`` alike.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 
 import torch
 from torch import Tensor, nn
@@ -22,7 +24,7 @@ from ..errors import Error
 from ..rng import ImageStreams
 from .apgd import apgd
 from .fab import fab
-from .rows import NORMS, Logits
+from .rows import NORMS, Logits, top_hits
 from .square import square
 
 COMPONENTS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square")
@@ -113,6 +115,15 @@ def run_component(component: Component, logits: Logits, images: Tensor, labels: 
     return square(logits, images, labels, radii, streams, norm=norm, queries=settings.queries)
 
 
+# (images, labels, radii, streams) of rows → their adversarial rows
+RowAttack = Callable[[Tensor, Tensor, Tensor, ImageStreams], Tensor]
+
+
+def native_attack(component: Component, logits: Logits, settings: AutoAttackSettings) -> RowAttack:
+    """The component run natively on rows."""
+    return partial(run_component, component, logits, settings=settings)
+
+
 def check_reference_installed() -> None:
     try:
         import pyautoattack  # noqa: F401
@@ -141,6 +152,16 @@ def run_reference(component: Component, model: nn.Module, images: Tensor, labels
     return adversarial
 
 
+def reference_attack(component: Component, model: nn.Module, seed_of: Callable[[float], int],
+                     settings: AutoAttackSettings) -> RowAttack:
+    """The component run by ``pyautoattack`` on rows; it seeds itself (``seed_of``), not from the streams."""
+
+    def attack(images: Tensor, labels: Tensor, radii: Tensor, streams: ImageStreams) -> Tensor:
+        return run_reference(component, model, images, labels, radii, seed_of, settings)
+
+    return attack
+
+
 def configure_reference(attack, component: Component, settings: AutoAttackSettings) -> None:
     """Set the reference's attack objects to the component's settings."""
     attack.attacks_to_run = [component.attack]
@@ -159,20 +180,34 @@ def configure_reference(attack, component: Component, settings: AutoAttackSettin
     attack.square.n_queries = settings.queries
 
 
+def attack_robust_rows(attack: RowAttack, logits: Logits, images: Tensor, labels: Tensor, radii: Tensor,
+                       robust: Tensor, streams: ImageStreams) -> tuple[Tensor, Tensor]:
+    """One stage of a cascade on a batch (N images) at E radii: ``attack`` runs, from the clean
+    images, on the (ε, image) rows that ``robust`` (E, N) marks and whose radius is above 0
+    (``streams``: one per row, ε-major). Returns the flags (E, N) of the rows still robust after
+    it, and of the rows it pushed out of the top 5 (robust rows were in it: top-1 correct so far)."""
+    eps_of, image_of = (robust & (radii[:, None] > 0)).nonzero(as_tuple=True)
+    robust, top5_missed = robust.clone(), torch.zeros_like(robust)
+    if len(eps_of):
+        adversarial = attack(images[image_of], labels[image_of], radii[eps_of],
+                             streams[eps_of * len(images) + image_of])
+        with torch.no_grad():
+            top1, top5 = top_hits(logits(adversarial), labels[image_of])
+        robust[eps_of, image_of] = top1
+        top5_missed[eps_of, image_of] = ~top5
+    return robust, top5_missed
+
+
 def cascade(version: str, logits: Logits, images: Tensor, labels: Tensor, radius: float,
             streams_of: Callable[[str], ImageStreams], settings: AutoAttackSettings) -> dict[str, Tensor]:
-    """A version on one batch at one ε, in memory: the robust flags (N,) after each stage, keyed by
-    cell name. ``streams_of(cell)`` gives the batch's streams for a stage."""
+    """A version on one batch at one ε, in memory, natively: the robust flags (N,) after each
+    stage, keyed by cell name. ``streams_of(cell)`` gives the batch's streams for a stage."""
     with torch.no_grad():
-        robust = logits(images).argmax(1) == labels
-    radii = torch.full((len(images),), radius, device=images.device)
+        robust = top_hits(logits(images), labels)[0][None]
+    radii = torch.tensor([radius], device=images.device)
     flags = {}
     for cell, component in stages(version):
-        active = robust.nonzero().squeeze(1)
-        if len(active) and radius > 0:
-            adversarial = run_component(component, logits, images[active], labels[active], radii[active],
-                                        streams_of(cell)[active], settings)
-            with torch.no_grad():
-                robust[active] = logits(adversarial).argmax(1) == labels[active]
-        flags[cell] = robust.clone()
+        robust, _ = attack_robust_rows(native_attack(component, logits, settings), logits, images, labels, radii,
+                                       robust, streams_of(cell))
+        flags[cell] = robust[0]
     return flags

@@ -12,12 +12,13 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import Error
-from ..rng import ImageStreams, Randomness
+from ..rng import Draws, ImageStreams, Randomness
 from .autoattack import COMPONENTS, VERSIONS, is_autoattack, stages
-from .native import pgd
+from .native import pgd, random_starts
 
 BACKENDS = ("foolbox", "native", "reference")
 MADRY_TRAVEL = 2.5  # steps × step size in units of ε: PGD can travel 2.5 ε (Madry et al., 2018)
+NORM_LABELS = {"linf": "L∞", "l2": "L2"}
 
 
 class AttackError(Error, ValueError):
@@ -114,36 +115,54 @@ def attack_spec(name: str) -> AttackSpec:
     return ATTACKS[name]
 
 
-def parse_epsilons(text: str) -> list[Epsilon]:
-    """'0,1/255,0.5' → [('0', 0.0), ('1/255', 0.0039…), ('0.5', 0.5)]; each in [0, 1]."""
-    parsed = []
-    for part in (p.strip() for p in text.split(",") if p.strip()):
-        try:
-            value = float(Fraction(part))
-        except (ValueError, ZeroDivisionError, OverflowError):
-            raise AttackError(f"epsilon {part!r} is not a finite number or fraction (e.g. 0.01 or 4/255)") from None
-        parsed.append(Epsilon(part, value))
-    if not parsed:
-        raise AttackError("--eps needs at least one epsilon, e.g. 0,1/255,2/255,4/255")
-    check_epsilons(parsed)
+def epsilon_value(text: str) -> float:
+    """The value of one ε as written: '1/255' → 0.0039…"""
+    try:
+        return float(Fraction(text))
+    except (ValueError, ZeroDivisionError, OverflowError):
+        raise AttackError(f"epsilon {text!r} is not a finite number or fraction (e.g. 0.01 or 4/255)") from None
+
+
+def parse_epsilons(text: str, norm: str = "linf") -> list[Epsilon]:
+    """'0,1/255,0.5' → [('0', 0.0), ('1/255', 0.0039…), ('0.5', 0.5)]; each a budget ``norm``
+    allows (``check_epsilons``: up to 1 for L∞; L2 has no bound before the image size is known)."""
+    parsed = [Epsilon(part, epsilon_value(part)) for part in (p.strip() for p in text.split(",") if p.strip())]
+    check_epsilons(parsed, norm)
     return parsed
 
 
-def check_epsilons(epsilons: list[Epsilon]) -> None:
-    """Budgets the attacks can take: at least one, each in [0, 1], no name twice."""
+def epsilon_bound(norm: str, input_size: int | None = None) -> float:
+    """The largest budget that still constrains an attack: the diameter of the [0, 1] box of
+    3 × H × W images, 1 in L∞ and √(3·H·W) in L2 (unbounded while the image size is unknown)."""
+    if norm == "linf":
+        return 1.0
+    return math.sqrt(3 * input_size * input_size) if input_size else math.inf
+
+
+def check_epsilons(epsilons: list[Epsilon], norm: str = "linf", input_size: int | None = None) -> None:
+    """Budgets the attacks can take: at least one, each from 0 to ``epsilon_bound`` (a larger
+    ball holds the whole image box, so the number was likely meant otherwise), no name twice."""
     if not epsilons:
         raise AttackError("--eps needs at least one epsilon, e.g. 0,1/255,2/255,4/255")
+    bound = epsilon_bound(norm, input_size)
     for text, value in epsilons:
-        if not (math.isfinite(value) and 0 <= value <= 1):
-            raise AttackError(f"epsilon {text} = {value:g} is outside [0, 1]; images are in [0, 1]")
+        if not (math.isfinite(value) and 0 <= value <= bound):
+            box = f"{input_size}×{input_size}-px images" if input_size and norm == "l2" else "images"
+            raise AttackError(f"--eps {text} = {value:g} is outside [0, {bound:.4g}]: {NORM_LABELS[norm]} budgets run "
+                              f"up to the diameter of the [0, 1] box of {box}, whose ball holds every image; pass "
+                              "budgets in that range (fractions allowed, e.g. 8/255)")
     if len({text for text, _ in epsilons}) != len(epsilons):
         raise AttackError(f"--eps names an epsilon twice: {', '.join(text for text, _ in epsilons)}")
 
 
-def _foolbox_attack(spec: AttackSpec, settings: AttackSettings):
+def _foolbox_attack(spec: AttackSpec, settings: AttackSettings, generator: Randomness, count: int):
+    """foolbox's attack for ``spec``, repeated for restarts; with a ``generator`` its random starts
+    come from it (``count`` ε), else from torch's global generator, as foolbox draws them."""
     import foolbox as fb
 
     cls = getattr(fb.attacks, spec.foolbox_class)
+    if generator is not None and hasattr(cls, "get_random_start"):  # the gradient attacks (PGD) start randomly
+        cls = _drawing_starts(cls, spec.norm, generator, count)
     kwargs = {}
     if spec.default_rel_stepsize is not None:
         kwargs["rel_stepsize"] = settings.rel_stepsize_of(spec)
@@ -153,6 +172,33 @@ def _foolbox_attack(spec: AttackSpec, settings: AttackSettings):
         kwargs["binary_search_steps"] = 5
     attack = cls(**kwargs)
     return attack.repeat(settings.restarts) if settings.restarts > 1 else attack
+
+
+def _drawing_starts(cls: type, norm: str, generator: ImageStreams | torch.Generator, count: int) -> type:
+    """foolbox gradient attack ``cls`` with native PGD's random starts: each (ε, image) start from
+    its own stream (``generator``: ε-major image streams), so it depends on nothing else in the
+    batch, or from one generator. foolbox asks for the starts ε by ε, restart by restart."""
+    import eagerpy as ep
+
+    class DrawnStarts(cls):
+        drawn = 0  # starts drawn so far: the ε and the restart of the next one
+
+        def get_random_start(self, x0: ep.Tensor, epsilon: float) -> ep.Tensor:
+            restart, k = divmod(self.drawn, count)
+            self.drawn += 1
+            images = x0.raw
+            randomness = _restart(generator, restart)
+            if isinstance(randomness, ImageStreams):
+                randomness = randomness[k * len(images):(k + 1) * len(images)]
+            unit = random_starts(norm, images, 1, Draws(len(images), images.device, randomness))
+            return x0 + ep.astensor(unit) * epsilon
+
+    return DrawnStarts
+
+
+def _restart(generator: Randomness, restart: int) -> Randomness:
+    """The randomness of a restart: image streams take their next repetition, a generator moves on."""
+    return generator.repetition(restart) if isinstance(generator, ImageStreams) else generator
 
 
 def run_attack(
@@ -167,7 +213,8 @@ def run_attack(
     """Adversarial images (E, N, C, H, W) of attack ``name`` at every epsilon.
 
     ``generator``: one for the batch, or ``ImageStreams`` with one stream per (ε, image) pair,
-    ε-major (native PGD's random starts).
+    ε-major: PGD's random starts, native or foolbox's (None: foolbox draws from torch's global
+    generator).
     """
     spec = attack_spec(name)
     if settings.backend != "foolbox" and spec.native:
@@ -175,7 +222,8 @@ def run_attack(
     import foolbox as fb
 
     fmodel = fb.PyTorchModel(model, bounds=(0, 1), device=images.device)
-    _, clipped, _ = _foolbox_attack(spec, settings)(fmodel, images, labels, epsilons=epsilons)
+    attack = _foolbox_attack(spec, settings, generator, len(epsilons))
+    _, clipped, _ = attack(fmodel, images, labels, epsilons=epsilons)
     return torch.stack([c.detach() for c in clipped])
 
 
@@ -184,10 +232,10 @@ def _native_with_restarts(spec, model, images, labels, epsilons, settings, gener
     Each restart draws new starts: a generator moves on, image streams take their next repetition."""
     best, found = None, None
     for restart in range(settings.restarts):
-        randomness = generator.repetition(restart) if isinstance(generator, ImageStreams) else generator
         adversarial = pgd(
             model, images, labels, epsilons, norm=spec.norm, steps=settings.steps_of(spec),
-            rel_stepsize=settings.rel_stepsize_of(spec), generator=randomness, autocast=settings.autocast,
+            rel_stepsize=settings.rel_stepsize_of(spec), generator=_restart(generator, restart),
+            autocast=settings.autocast,
         )
         if settings.restarts == 1:  # nothing to choose between: skip the extra model pass
             return adversarial

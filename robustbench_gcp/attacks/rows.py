@@ -52,6 +52,12 @@ def logits_function(model: nn.Module, autocast: bool) -> Logits:
     return logits
 
 
+def top_hits(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-sample top-1 and top-5 hits (top-k over all classes when there are fewer than five)."""
+    hits = logits.topk(min(5, logits.shape[1]), dim=1).indices == labels[:, None]
+    return hits[:, 0], hits.any(dim=1)
+
+
 def target_classes(logits: Tensor, count: int) -> Tensor:
     """The ``count`` classes ranked just below the top one, (count, R): AutoAttack's targets."""
     order = logits.argsort(dim=1, descending=True)

@@ -143,9 +143,11 @@ class VideoSource:
         if self.on_the_fly:
             return
         path = self._path(name, level)
+        # `perturb` writes a noise perturbation's stronger sequences only when asked for their difficulty
+        hint = f" (gcp-robust perturb --difficulties {level} writes it)" if level > 1 else ""
         if self.kind == "cifar10-p":
             if not path.is_file():
-                raise DatasetError(f"CIFAR-10-P file {path} is missing")
+                raise DatasetError(f"CIFAR-10-P file {path} is missing{hint}")
             shape = np.load(path, mmap_mode="r").shape
             size = protocol_spec(self.protocol).size
             if len(shape) != 5 or shape[0] != len(self.base_targets) or shape[2:] != (size, size, 3):
@@ -156,7 +158,7 @@ class VideoSource:
                                    f"{sequence_length(name, self.protocol)}: too few frames, or another sequence")
             return
         if not path.is_dir():
-            raise DatasetError(f"{path} is missing from the ImageNet-P tree")
+            raise DatasetError(f"{path} is missing from the ImageNet-P tree{hint}")
         present = sorted(p.relative_to(path) for p in path.glob("*/*.mp4"))
         if present != self.samples:
             raise DatasetError(f"{path} does not hold the same videos as the other sequences of {self.root}")

@@ -3,36 +3,40 @@
 A sample is robust at ε when it is classified correctly and survives the attack; the worst case
 counts it only when it survives every attack of the run. Each (attack, ε) cell stores its counts
 and the per-sample robust flags (so the worst case can be formed later), as soon as the attack
-is done for all its pending ε; rerunning skips finished cells. Native attacks draw each
-(image, ε) random start from its own seed, so a cell does not depend on the other ε of a sweep.
+is done for all its pending ε; rerunning skips finished cells. The attacks draw each (image, ε)
+random start from its own seed (foolbox's PGD too), so a cell does not depend on the other ε of a
+sweep nor on the batch size; only the reference backend (pyautoattack) is seeded per batch.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..attacks import AttackSettings, Epsilon, attack_spec, check_attack, check_epsilons, run_attack
+from ..attacks import ATTACKS, AttackSettings, Epsilon, attack_spec, check_attack, check_epsilons, run_attack
 from ..attacks.autoattack import (
     QUERIES,
     AutoAttackError,
     AutoAttackSettings,
     Component,
+    RowAttack,
+    attack_robust_rows,
     check_classes,
     check_reference_installed,
     is_autoattack,
-    run_component,
-    run_reference,
+    native_attack,
+    reference_attack,
     stages,
 )
-from ..attacks.rows import logits_function
+from ..attacks.rows import Logits, logits_function, top_hits
 from ..data.batches import ImageBatches
+from ..data.sources import EvalSource
 from ..devices import effective_precision, prepare, to_float_images
 from ..distributed import DistContext, barrier, broadcast, gather_flags, init_distributed, sum_counts
 from ..models.zoo import file_sha256
@@ -100,7 +104,7 @@ def _check(config: AttackEvalConfig) -> list[Epsilon]:
             check_reference_installed()
         _autoattack_settings(config).check()
     eps = [Epsilon(*e) for e in config.eps]
-    check_epsilons(eps)
+    check_epsilons(eps, _bounding_norm(config))
     settings = AttackSettings(steps=config.steps, restarts=config.restarts, rel_stepsize=config.rel_stepsize,
                               backend=config.backend)
     settings.check()
@@ -114,6 +118,22 @@ def _check(config: AttackEvalConfig) -> list[Epsilon]:
     check_run_options(limit=config.limit, batch_size=config.batch_size, workers=config.workers,
                       num_classes=config.num_classes, precision=config.precision, json=config.json)
     return sorted(eps, key=lambda e: e.value)
+
+
+def _bounding_norm(config: AttackEvalConfig) -> str:
+    """The norm that bounds the run's ε (every attack runs at every ε): L∞ where any attack is an L∞ one."""
+    norms = {ATTACKS[name].norm if name in ATTACKS else config.norm for name in config.attacks}
+    return "linf" if "linf" in norms else "l2"
+
+
+def _check_model(config: AttackEvalConfig, eps: list[Epsilon], source: EvalSource) -> None:
+    """What needs the model's images and classes: the L2 bound on ε, and the classes the
+    AutoAttack components need (the data's, which ``open_checked_source`` matched to the model's)."""
+    check_epsilons(eps, _bounding_norm(config), source.input_size)
+    for attack in config.attacks:
+        for _, component in _stages(attack, config):
+            if component is not None:
+                check_classes(component, source.num_classes)
 
 
 def _autoattack_settings(config: AttackEvalConfig) -> AutoAttackSettings:
@@ -142,61 +162,50 @@ class _AttackRunner:
         return ImageBatches(self.dataset, self.indices if indices is None else indices, c.batch_size, c.workers,
                             self.ctx, c.strict)
 
-    def model_checks(self) -> tuple[list[Flag], int]:
-        """The model checks on the first batch (each rank on its share; rank 0's are reported) and
-        the number of classes the model outputs (rank 0's)."""
-        flags, classes = [], None
+    def model_checks(self) -> list[Flag]:
+        """The model checks on the first batch (each rank on its share; rank 0's are reported)."""
+        flags = []
         for images, labels, _ in self._batches(self.indices[:self.config.batch_size]):
-            images = to_float_images(images, self.ctx.device)
-            flags += model_flags(self.model, images, labels)
-            with torch.no_grad():
-                classes = self.model(images[:1]).shape[1]
-        return flags, broadcast(classes, self.ctx)
+            flags += model_flags(self.model, to_float_images(images, self.ctx.device), labels)
+        return flags
 
-    def autoattack_stage(self, cell: str, component: Component, eps: list[Epsilon], prior: np.ndarray,
+    def autoattack_stage(self, cell: str, component: Component, eps: list[Epsilon], priors: list[Cell],
                          bar: Progress) -> list[Cell]:
         """One stage of an AutoAttack cascade at the pending ``eps``: it attacks, from the clean
-        image, the (image, ε) rows that ``prior`` (flags (E, positions): the clean cell's for the
-        first stage, else the stage before's) left robust, and returns the cells of the samples
-        still robust after it. Top-5 errors count the image the stage classified last (the clean
-        one where it did not attack): unlike top-1, they are not cumulative over the stages."""
+        image, the (image, ε) rows that ``priors`` (a cell per ε: the clean cell for the first
+        stage, else the stage before's) left robust, and returns the cells of the samples still
+        robust after it. Top-5 errors are cumulative like top-1: a sample counts once it is out of
+        the top 5 at the clean image or after any stage so far, i.e. the prior cell's top-5 errors
+        plus the rows this stage pushes out of the top 5 (it attacks only rows top-1 correct so
+        far, so none of them was counted before)."""
         c, device = self.config, self.ctx.device
         logits = logits_function(self.model, self.settings.autocast)
         radii = torch.tensor([e.value for e in eps], device=device)
-        aa_settings = _autoattack_settings(c)
+        prior = _flags(priors, len(self.indices))
         robust_flags: dict[int, np.ndarray] = {}
-        counts = np.zeros((len(eps), 3), dtype=np.int64)  # n, top-1 errors, top-5 errors
+        counts = np.zeros((len(eps), 3), dtype=np.int64)  # n, top-1 errors, new top-5 errors
         batches = self._batches()
         for images, labels, index in batches:
-            images, n = to_float_images(images, device), len(labels)
-            with torch.no_grad():
-                top = _top5(logits(images))
-            top5_hit = (top == labels[:, None]).any(1).repeat(len(eps), 1)  # (E, N)
-            alive = torch.from_numpy(prior[:, [self.position[int(i)] for i in index]]).to(device)
-            eps_of, image_of = (alive & (radii[:, None] > 0)).nonzero(as_tuple=True)
-            if len(eps_of):
-                adversarial = self._attack_rows(component, cell, images[image_of], labels[image_of],
-                                                radii[eps_of], start_streams(c.seed, cell, eps, index, device)[
-                                                    eps_of * n + image_of], int(index[0]), logits, aa_settings)
-                with torch.no_grad():
-                    top = _top5(logits(adversarial))
-                alive[eps_of, image_of] = top[:, 0] == labels[image_of]
-                top5_hit[eps_of, image_of] = (top == labels[image_of, None]).any(1)
-            counts[:, 0] += n
-            counts[:, 1] += (~alive).sum(1).cpu().numpy()
-            counts[:, 2] += (~top5_hit).sum(1).cpu().numpy()
-            flags = alive.cpu().numpy()
+            robust = torch.from_numpy(prior[:, [self.position[int(i)] for i in index]]).to(device)
+            robust, top5_missed = attack_robust_rows(
+                self._row_attack(component, cell, int(index[0]), logits), logits, to_float_images(images, device),
+                labels, radii, robust, start_streams(c.seed, cell, eps, index, device))
+            counts[:, 0] += len(labels)
+            counts[:, 1] += (~robust).sum(1).cpu().numpy()
+            counts[:, 2] += top5_missed.sum(1).cpu().numpy()
+            flags = robust.cpu().numpy()
             robust_flags.update({self.position[int(i)]: flags[:, k] for k, i in enumerate(index)})
-            bar.update(n * len(eps) * self.ctx.world)
-        return self._cells(cell, eps, counts, batches, robust_flags)
+            bar.update(len(labels) * len(eps) * self.ctx.world)
+        cells = self._cells(cell, eps, counts, batches, robust_flags)
+        return [replace(new, top5_errors=new.top5_errors + old.top5_errors) for new, old in zip(cells, priors)]
 
-    def _attack_rows(self, component: Component, cell: str, images: Tensor, labels: Tensor,
-                     radii: Tensor, streams: ImageStreams, first_index: int, logits, aa_settings) -> Tensor:
+    def _row_attack(self, component: Component, cell: str, first_index: int, logits: Logits) -> RowAttack:
+        """The component on a batch's rows: native, or pyautoattack seeded per (batch, ε) (--backend reference)."""
+        settings = _autoattack_settings(self.config)
         if self.config.backend == "reference":
-            return run_reference(component, self.model, images, labels, radii,
-                                 lambda radius: batch_seed(self.config.seed, f"{cell}@{radius!r}", first_index),
-                                 aa_settings)
-        return run_component(component, logits, images, labels, radii, streams, aa_settings)
+            return reference_attack(component, self.model, lambda radius: batch_seed(
+                self.config.seed, f"{cell}@{radius!r}", first_index), settings)
+        return native_attack(component, logits, settings)
 
     def _cells(self, name: str, eps: list[Epsilon], counts: np.ndarray, batches: ImageBatches,
                robust_flags: dict[int, np.ndarray]) -> list[Cell]:
@@ -213,32 +222,29 @@ class _AttackRunner:
             return count_cell(*CLEAN, self._batches(), lambda images, _: self.model(images), self.position, self.ctx,
                               bar)
 
-    def attack(self, name: str, eps: list[Epsilon], bar: Progress) -> list[Cell]:
+    def attack(self, name: str, eps: list[Epsilon], clean: Cell, bar: Progress) -> list[Cell]:
+        """The cells of attack ``name`` at ``eps``: a sample is robust when the ``clean`` cell has
+        it classified correctly and the attack leaves it so."""
         values = [e.value for e in eps]
+        clean_correct = _flags([clean], len(self.indices))[0]
         robust_flags: dict[int, np.ndarray] = {}
         counts = np.zeros((len(eps), 3), dtype=np.int64)  # n, top-1 errors, top-5 errors
         batches = self._batches()
         for images, labels, index in batches:
             images = to_float_images(images, self.ctx.device)
             streams = start_streams(self.config.seed, name, eps, index, self.ctx.device)
-            torch.manual_seed(batch_seed(self.config.seed, name, int(index[0])))  # foolbox draws from the global RNG
             adversarial = run_attack(name, self.model, images, labels, values, self.settings, streams)
             with torch.no_grad():
-                clean_correct = self.model(images).argmax(1) == labels
-                logits = self.model(adversarial.flatten(0, 1)).float().view(len(values), len(labels), -1)
-            top = logits.topk(min(5, logits.shape[-1]), dim=-1).indices
-            robust = (top[..., 0] == labels) & clean_correct
+                top1, top5 = top_hits(self.model(adversarial.flatten(0, 1)).float(), labels.repeat(len(values)))
+            correct = torch.from_numpy(clean_correct[[self.position[int(i)] for i in index]]).to(labels.device)
+            robust = top1.view(len(values), -1) & correct
             counts[:, 0] += len(labels)
             counts[:, 1] += (~robust).sum(1).cpu().numpy()
-            counts[:, 2] += (~(top == labels[:, None]).any(-1)).sum(1).cpu().numpy()
+            counts[:, 2] += (~top5.view(len(values), -1)).sum(1).cpu().numpy()
             robust = robust.cpu().numpy()
             robust_flags.update({self.position[int(i)]: robust[:, k] for k, i in enumerate(index)})
             bar.update(len(labels) * len(values) * self.ctx.world)
         return self._cells(name, eps, counts, batches, robust_flags)
-
-
-def _top5(logits: Tensor) -> Tensor:
-    return logits.topk(min(5, logits.shape[1]), dim=1).indices
 
 
 def _stages(attack: str, config: AttackEvalConfig) -> list[tuple[str, Component | None]]:
@@ -246,10 +252,9 @@ def _stages(attack: str, config: AttackEvalConfig) -> list[tuple[str, Component 
     return stages(attack, config.restarts) if is_autoattack(attack) else [(attack, None)]
 
 
-def _flags(cells: dict, name: str, eps: list[Epsilon], size: int) -> np.ndarray:
-    """The stored per-sample flags (E, positions) of cell ``name`` at ``eps`` (the clean cell's
-    at every ε for ``clean``)."""
-    return np.stack([unpack_flags(cells[CLEAN if name == CLEAN[0] else (name, e.text)].mask)[:size] for e in eps])
+def _flags(cells: list[Cell], size: int) -> np.ndarray:
+    """The stored per-sample flags (len(cells), positions) of ``cells``."""
+    return np.stack([unpack_flags(cell.mask)[:size] for cell in cells])
 
 
 def run_identity(config: AttackEvalConfig, source, checkpoint_sha256: str | None, precision: str) -> dict:
@@ -274,6 +279,7 @@ def evaluate_attacks(config: AttackEvalConfig, progress: bool = True) -> dict:
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     source = open_checked_source("generated", config.data, model, config.model, None, config.class_index)
+    _check_model(config, eps, source)
     indices = selected_indices(source, config.limit, config.seed)
     sha = file_sha256(config.checkpoint) if config.checkpoint else None
     store = open_store(config.db, ctx)
@@ -293,24 +299,20 @@ def evaluate_attacks(config: AttackEvalConfig, progress: bool = True) -> dict:
                 store.add_cell(run, cell)
         barrier(ctx)
 
-    flags, classes = runner.model_checks()
-    for attack in config.attacks:
-        for _, component in _stages(attack, config):
-            if component is not None and classes is not None:
-                check_classes(component, classes)
+    flags = runner.model_checks()
     if CLEAN not in done:
         record([runner.clean(bar)])
     for attack in config.attacks:
-        previous = CLEAN[0]  # the first stage attacks the samples classified correctly
+        prior = dict.fromkeys(eps, CLEAN)  # per ε, the cell a stage starts from: first the clean one
         for name, component in _stages(attack, config):
             if todo[name]:
                 bar.set_postfix_str(name)
                 if component is None:
-                    record(runner.attack(name, todo[name], bar))
+                    record(runner.attack(name, todo[name], done[CLEAN], bar))
                 else:
-                    prior = _flags(done, previous, todo[name], len(indices))
-                    record(runner.autoattack_stage(name, component, todo[name], prior, bar))
-            previous = name
+                    priors = [done[prior[e]] for e in todo[name]]
+                    record(runner.autoattack_stage(name, component, todo[name], priors, bar))
+            prior = {e: (name, e.text) for e in eps}
     bar.close()
     if not store:
         return {}

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..attacks import ATTACKS, parse_epsilons
+from ..attacks import ATTACKS, epsilon_value
 from ..attacks.autoattack import VERSIONS, WHITE_BOX
 from ..results import Cell
 from ..summaries import CLEAN, unpack_flags
@@ -77,7 +77,7 @@ def run_flags(summary: Mapping, cells: Mapping[tuple[str, str], Cell], size: int
     far from 0 at a large ε, from a run's cells over ``size`` samples."""
     flags = []
     levels = sorted({level for name, level in cells if (name, level) != CLEAN},
-                    key=lambda t: parse_epsilons(t)[0].value)
+                    key=epsilon_value)
 
     def robust(name: str, level: str) -> np.ndarray:
         return unpack_flags(cells[name, level].mask)[:size]
@@ -105,7 +105,7 @@ def run_flags(summary: Mapping, cells: Mapping[tuple[str, str], Cell], size: int
                               "budget contains every smaller one, so the attack is too weak (more --steps, "
                               "--restarts or queries) or gradients are masked"))
     for attack, by_eps in summary["robust_accuracy"].items():
-        large = [lv for lv in by_eps if _norm(attack, norm) == "linf" and parse_epsilons(lv)[0].value >= LARGE_LINF]
+        large = [lv for lv in by_eps if _norm(attack, norm) == "linf" and epsilon_value(lv) >= LARGE_LINF]
         if large and by_eps[large[-1]] is not None and by_eps[large[-1]] > NEAR_ZERO:
             flags.append(Flag("not_zero_at_large_eps", f"{attack} leaves {by_eps[large[-1]]:g} % robust at eps="
                               f"{large[-1]}, where any classifier can be broken: the attack is failing (masked "

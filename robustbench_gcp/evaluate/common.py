@@ -58,8 +58,16 @@ def load_eval_model(name: str, num_classes: int | None, checkpoint: Path | None,
 
 
 def model_classes(model: nn.Module) -> int:
-    """Size of the classifier: the last Linear layer of every zoo model."""
-    return [m for m in model.modules() if isinstance(m, nn.Linear)][-1].out_features
+    """Size of the classifier, read from the layers (no forward pass): the last Linear layer (every
+    zoo model), else a last 1×1 convolution that global pooling turns into the logits (SqueezeNet)."""
+    layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    linear = [m for m in layers if isinstance(m, nn.Linear)]
+    if linear:
+        return linear[-1].out_features
+    if layers and layers[-1].kernel_size == (1, 1):
+        return layers[-1].out_channels
+    raise EvaluationError(f"cannot tell how many classes {type(model).__name__} outputs: it has no nn.Linear layer "
+                          "and does not end in a 1×1 nn.Conv2d; give it one of these as its classifier")
 
 
 def open_checked_source(kind: str, data: Path, model: nn.Module, model_name: str, clean_data: Path | None,

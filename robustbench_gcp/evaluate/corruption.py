@@ -139,7 +139,7 @@ def run_identity(config: CorruptionEvalConfig, source: EvalSource, checkpoint_sh
         "limit": config.limit,
         "seed": config.seed,
         "precision": precision,
-        "decode": config.decode,  # the device path's pixels differ slightly from PIL's (README)
+        "decode": config.decode,  # the device path's pixels differ slightly from PIL's (docs/eval-corruption.md)
         "compile": config.compile,
         "version": __version__,
     }

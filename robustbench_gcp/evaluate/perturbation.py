@@ -11,7 +11,7 @@ difficulties share one sequence: difficulty d compares its frames d apart.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -33,6 +33,7 @@ from ..perturbations.api import check_name
 from ..progress import Progress, progress_bar
 from ..results import DEFAULT_DB, Cell, CellPart, ResultStore, Run, write_json
 from ..stability import (
+    DEFAULT_DIFFICULTIES,
     DIFFICULTIES,
     NOISE_PERTURBATIONS,
     counts_from_bytes,
@@ -67,7 +68,7 @@ class PerturbationEvalConfig:
     source: str = "generated"
     protocol: str | None = None  # None: the released source's, else the one that fits the model's input size
     perturbations: str | Sequence[str] = "test"  # names, or a subset of the protocol: test, validation, all
-    difficulties: Sequence[int] = (1, 2, 3)
+    difficulties: Sequence[int] = DEFAULT_DIFFICULTIES  # 1: the reference evaluators' and the published numbers'
     limit: int | None = None  # videos
     seed: int = 0
     batch_size: int = 128  # frames per forward pass
@@ -134,21 +135,31 @@ def _sequences(config: PerturbationEvalConfig) -> dict[tuple[str, int], list[int
     return sequences
 
 
-def find_baseline(store: ResultStore, selector: str, run: Run) -> Run:
-    """The stored perturbation run to normalise by: by id, --name label or model name; of several,
-    the latest on the same data and protocol."""
-    candidates = [r for r in store.runs(KIND) if selector in (str(r.id), r.name, r.model) and r.id != run.id]
+def _same_data(a: Run, b: Run) -> bool:
+    return all(a.config.get(key) == b.config.get(key) for key in ("protocol", "dataset", "limit"))
+
+
+def find_baseline(store: ResultStore, selector: str, runs: Sequence[Run] = (), other_than: Run | None = None) -> Run:
+    """The stored perturbation run that ``runs`` are normalised by (FR, mFR, mT5D): by id,
+    --name label or model name, never ``other_than`` (the run being evaluated); of several, the
+    latest on the same data, protocol and --limit as all of ``runs``, else the latest, with a
+    warning. eval-perturbation and `table` both choose with this."""
+    candidates = [r for r in store.runs(KIND) if selector in (str(r.id), r.name, r.model)
+                  and (other_than is None or r.id != other_than.id)]
     if not candidates:
+        other = "other " if other_than is not None else ""
         raise EvaluationError(
-            f"--baseline-run {selector!r}: {store.path} has no other perturbation run with that id, name or model; "
-            "evaluate the baseline first (e.g. gcp-robust eval-perturbation --model torchvision:alexnet "
-            "--checkpoint alexnet-owt-7be5be79.pth with the same data)")
-    same = [r for r in candidates if r.config.get("protocol") == run.config["protocol"]
-            and r.config.get("dataset") == run.config["dataset"] and r.config.get("limit") == run.config["limit"]]
+            f"--baseline-run {selector!r}: {store.path} has no {other}perturbation run with that id, name or model "
+            "(`gcp-robust runs` lists them); evaluate the baseline first (e.g. gcp-robust eval-perturbation --model "
+            "torchvision:alexnet --checkpoint alexnet-owt-7be5be79.pth with the same data)")
+    same = [r for r in candidates if all(_same_data(r, run) for run in runs)]
+    chosen = (same or candidates)[-1]
     if not same:
-        warnings.warn(f"baseline run {candidates[-1].id} evaluated other data, protocol or --limit than this run; "
+        differ = [str(run.id) for run in runs if not _same_data(chosen, run)]
+        whom = "this run" if other_than is not None else f"run{'s' if len(differ) > 1 else ''} {', '.join(differ)}"
+        warnings.warn(f"baseline run {chosen.id} evaluated other data, protocol or --limit than {whom}; "
                       "its rates are compared as they are", stacklevel=3)
-    return (same or candidates)[-1]
+    return chosen
 
 
 class _SequenceRunner:
@@ -181,15 +192,18 @@ class _SequenceRunner:
             raise EvaluationError(f"{error.paths[0]} cannot be decoded as an image; remove or replace it") from None
         return None if read is None else (read[0], read[2])
 
-    def videos(self, name: str, level: int, chunk: np.ndarray, clean) -> object:
-        """(uint8 frames (B, T, 3, H, W) on the device, dataset indices) of this rank's videos."""
+    def videos(self, name: str, level: int, chunk: np.ndarray,
+               clean: tuple[torch.Tensor, torch.Tensor] | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(uint8 frames (B, T, 3, H, W) on the device, dataset indices) of this rank's videos
+        among ``chunk`` (dataset indices): generated from the ``clean`` images of ``chunk``, or read."""
         frames = sequence_length(name, self.config.protocol)
         per_batch = max(1, self.config.batch_size // frames)
         device = self.ctx.device
         if self.source.on_the_fly:
-            if clean is None:
+            if clean is None:  # none of this rank's share
                 return
-            for images, index in batches_of(clean, torch.ones(len(clean[1]), dtype=torch.bool), per_batch):
+            in_chunk = torch.from_numpy(np.isin(clean[1].numpy(), chunk))
+            for images, index in batches_of(clean, in_chunk, per_batch):
                 streams = sequence_streams(self.config.seed, index, name, level, device)
                 yield perturb_to_uint8(to_float_images(images, device), name, protocol=self.config.protocol,
                                        difficulty=level, generator=streams), index
@@ -204,8 +218,10 @@ class _SequenceRunner:
             yield frames_batch.to(device, non_blocking=True), index
 
     def run(self, name: str, level: int, difficulties: list[int], chunk: np.ndarray, positions: dict[int, int],
-            clean, bar: Progress) -> dict[int, np.ndarray]:
-        """Per-video counts (len(positions) × 3, zeros where not evaluated) per difficulty, all ranks summed."""
+            clean: tuple[torch.Tensor, torch.Tensor] | None, bar: Progress) -> dict[int, np.ndarray]:
+        """Per-video counts (len(positions) × 3, zeros where not evaluated) per difficulty, all ranks summed,
+        of the videos ``chunk`` (dataset indices); ``clean``: the clean images the chunk's videos are
+        generated from (on-the-fly sources: of the whole chunk, or more)."""
         counts = {d: np.zeros((len(positions), 3), dtype=np.int64) for d in difficulties}
         noise = name in NOISE_PERTURBATIONS
         for frames, index in self.videos(name, level, chunk, clean):
@@ -279,10 +295,11 @@ def evaluate_perturbations(config: PerturbationEvalConfig, progress: bool = True
     identity = run_identity(config, source, sha, precision, model_classes(model))
     store = open_store(config.db, ctx)
     run = start_run(store, KIND, config.model, identity, config.name) if store else None
-    baseline = find_baseline(store, config.baseline_run, run) if store and config.baseline_run else None
+    baseline = find_baseline(store, config.baseline_run, [run], other_than=run) if store and config.baseline_run \
+        else None
     sequences = _sequences(config)
-    wanted = [(name, str(d)) for (name, _), ds in sequences.items() for d in ds]
-    todo, stored = pending(store, run, wanted, size, merge_parts) if store else (None, {})
+    cell_keys = [(name, str(d)) for (name, _), ds in sequences.items() for d in ds]
+    todo, stored = pending(store, run, cell_keys, size, merge_parts) if store else (None, {})
     todo = broadcast(todo, ctx)
     runner = _SequenceRunner(config, model, source, ctx, precision)
     work = np.flatnonzero(np.logical_or.reduce(list(todo.values()))) if todo else np.zeros(0, dtype=np.int64)
@@ -300,14 +317,10 @@ def evaluate_perturbations(config: PerturbationEvalConfig, progress: bool = True
             if not len(needed):
                 continue
             chunk = np.asarray(indices)[needed]
-            if source.on_the_fly and clean is None:
+            if source.on_the_fly and clean is None:  # decoded once per chunk, for every sequence
                 clean = runner.clean_images(np.asarray(indices)[chunk_positions])
-            selected = clean
-            if clean is not None:
-                wanted = torch.from_numpy(np.isin(clean[1].numpy(), chunk))
-                selected = (clean[0][wanted.to(clean[0].device)], clean[1][wanted])
             bar.set_postfix_str(name if level == 1 else f"{name} {level}")
-            counts = runner.run(name, level, list(missing), chunk, positions, selected, bar)
+            counts = runner.run(name, level, list(missing), chunk, positions, clean, bar)
             if store:
                 for difficulty, flags in missing.items():
                     covered = np.zeros(size, dtype=bool)

@@ -8,7 +8,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..attacks import parse_epsilons
+from ..attacks import epsilon_value
 from ..corruptions import names
 from ..fileio import check_output_file
 from ..results import ResultStore, Run
@@ -81,7 +81,7 @@ def plot_attacks(store: ResultStore, runs: Sequence[Run], out: str | Path) -> Pa
         for label, summary in zip(run_labels(runs), summaries):
             values = summary["worst_case"] if panel == "worst case" else summary["robust_accuracy"].get(panel, {})
             if values:
-                xs = [parse_epsilons(k)[0].value for k in values]
+                xs = [epsilon_value(k) for k in values]
                 ticks.update(zip(xs, values))
                 axis.plot(xs, list(values.values()), marker="o", label=label)
         axis.set_xticks(list(ticks), list(ticks.values()), rotation=45, fontsize=7)
@@ -143,19 +143,22 @@ def plot_corruptions(store: ResultStore, runs: Sequence[Run], out: str | Path) -
 
 
 def plot_perturbations(store: ResultStore, runs: Sequence[Run], out: str | Path) -> Path:
-    """Flip probability per perturbation (summed over the difficulties run), one bar per run."""
+    """Flip probability per perturbation, one bar per run and difficulty."""
     if not runs:
         raise ReportError("no perturbation runs in the store to plot; run gcp-robust eval-perturbation first")
     plt = _pyplot()
     summaries = [summarize_perturbations(r, store.cells(r)) for r in runs]
     order = [p for p in ORDER if any(p in s["flip_probability"] for s in summaries)]
-    figure, axis = plt.subplots(figsize=(max(5.0, 0.4 * len(order) * len(runs) + 2), 3.6))
-    width = 0.8 / len(runs)
-    for offset, (label, summary) in enumerate(zip(run_labels(runs), summaries)):
-        values = [100 * summary["flip_probability"].get(p, float("nan")) for p in order]
+    levels = sorted({d for s in summaries for by in s["flip_probability"].values() for d in by}, key=int)
+    bars = [(label if len(levels) == 1 else f"{label}, difficulty {level}", summary, level)
+            for label, summary in zip(run_labels(runs), summaries) for level in levels]
+    figure, axis = plt.subplots(figsize=(max(5.0, 0.4 * len(order) * len(bars) + 2), 3.6))
+    width = 0.8 / len(bars)
+    for offset, (label, summary, level) in enumerate(bars):
+        values = [100 * summary["flip_probability"].get(p, {}).get(level, float("nan")) for p in order]
         axis.bar([i + offset * width for i in range(len(order))], values, width, label=label)
-    axis.set_xticks([i + width * (len(runs) - 1) / 2 for i in range(len(order))], order, rotation=45, ha="right",
+    axis.set_xticks([i + width * (len(bars) - 1) / 2 for i in range(len(order))], order, rotation=45, ha="right",
                     fontsize=7)
-    axis.set_ylabel("flip probability (%)")
+    axis.set_ylabel("flip probability (%)" if len(levels) != 1 else f"flip probability (%), difficulty {levels[0]}")
     axis.grid(alpha=0.3, axis="y")
     return _save(plt, figure, out)

@@ -197,9 +197,9 @@ def tidy_csv(store: ResultStore, runs: Sequence[Run]) -> str:
 
 def _tidy_values(kind: str, summary: dict) -> list[tuple[str, str, float | None]]:
     """(metric, level, value) of every number of a summary."""
-    if kind == "perturbation":
-        return [*(("flip_probability", name, value) for name, value in summary["flip_probability"].items()),
-                *(("top5_distance", name, value) for name, value in summary["top5_distance"].items())]
+    if kind == "perturbation":  # level: perturbation/difficulty
+        return [(metric, f"{name}/{difficulty}", value) for metric in ("flip_probability", "top5_distance")
+                for name, by_difficulty in summary[metric].items() for difficulty, value in by_difficulty.items()]
     if kind == "corruption":
         return [("clean_error", "", summary["clean_error"]),
                 *((name, str(severity), rate) for name, rates in summary["errors"].items()
@@ -276,29 +276,53 @@ def comparison_junit(comparison: Comparison, threshold: float, names: tuple[str,
 
 def perturbation_table(store: ResultStore, runs: Sequence[Run], fmt: str = "github",
                        baseline: Run | None = None, difficulties: Sequence[int] = ()) -> str:
-    """Flip probability (%) and top-5 distance per perturbation (summed over ``difficulties``, by
-    default those all of a run's perturbations have), runs as columns; with a baseline run also
-    FR and normalised T5D per perturbation and their means mFR / mT5D."""
+    """Flip probability (%) and top-5 distance per perturbation and difficulty (``difficulties``,
+    by default those all of a run's perturbations have), runs as columns; with a baseline run
+    also FR and normalised T5D per perturbation and their means mFR / mT5D, from the sums over
+    the difficulties (the published ones: difficulty 1 alone)."""
     if not runs:
         return "no perturbation runs in the store"
     base_cells = store.cells(baseline) if baseline else None
     summaries = [summarize_perturbations(r, store.cells(r), (), difficulties, baseline, base_cells) for r in runs]
     order = [p for p in ORDER if any(p in s["flip_probability"] for s in summaries)]
+    levels = sorted({int(d) for s in summaries for by in s["flip_probability"].values() for d in by})
     rows: list[list] = []
     for name in order:
-        rows.append([f"{name} FP (%)", *[_scaled(s["flip_probability"].get(name), 100) for s in summaries]])
+        for level in levels:
+            rows.append([f"{name} FP d={level} (%)",
+                         *[_scaled(s["flip_probability"].get(name, {}).get(str(level)), 100) for s in summaries]])
         if baseline:
             rows.append([f"{name} FR", *[(s["flip_rate"] or {}).get(name) for s in summaries]])
     for name in order:
-        rows.append([f"{name} T5D", *[s["top5_distance"].get(name) for s in summaries]])
-    rows.append(["mean FP, test set (%)", *[_scaled(s["mean_flip_probability"], 100) for s in summaries]])
+        for level in levels:
+            rows.append([f"{name} T5D d={level}",
+                         *[s["top5_distance"].get(name, {}).get(str(level)) for s in summaries]])
+    for level in levels:
+        rows.append([f"mean FP, test set, d={level} (%)",
+                     *[_scaled(s["mean_flip_probability"].get(str(level)), 100) for s in summaries]])
     if baseline:
         rows += [["mFR", *[s["mFR"] for s in summaries]], ["mT5D", *[s["mT5D"] for s in summaries]]]
-    used = ["/".join(map(str, s["difficulties"])) for s in summaries]
-    note = (f"\n\ndifficulties {', '.join(dict.fromkeys(used))} (FP and T5D summed over them)"
-            + (f"; FR and mFR / mT5D relative to run {baseline.id} ({run_label(baseline)}) = 100" if baseline
-               else "; pass --baseline-run for FR, mFR and mT5D"))
+    used = ", ".join(dict.fromkeys(_difficulty_set(s["difficulties"]) for s in summaries))
+    note = f"\n\nd = difficulty: frames compared d apart (noise: the d-th noise sequence); run at {used}"
+    if baseline:
+        note += (f"; FR, mFR and mT5D relative to run {baseline.id} ({run_label(baseline)}) = 100, "
+                 f"{_rates_note(summaries)}")
+    else:
+        note += "; pass --baseline-run for FR, mFR and mT5D"
     return render(rows, ["metric", *run_labels(runs)], fmt) + note
+
+
+def _difficulty_set(difficulties: Sequence[int]) -> str:
+    return f"difficult{'y' if len(difficulties) == 1 else 'ies'} {'/'.join(map(str, difficulties)) or 'none'}"
+
+
+def _rates_note(summaries: Sequence[dict]) -> str:
+    """Which difficulties the rates of ``summaries`` come from."""
+    sets = list(dict.fromkeys(tuple(s["rates_over_difficulties"] or s["difficulties"]) for s in summaries))
+    if sets == [(1,)]:
+        return "at difficulty 1 (as ImageNet-P's test.py and the published numbers)"
+    return (f"from FP and T5D summed over {' and '.join(_difficulty_set(d) for d in sets)} "
+            "(the published numbers use difficulty 1 alone)")
 
 
 def _scaled(value: float | None, factor: float) -> float | None:
@@ -314,10 +338,13 @@ def robustness_table(store: ResultStore, corruption_runs: Sequence[Run], perturb
     models = sorted(set(corruption) | set(perturbation),
                     key=lambda m: column_order(corruption.get(m) or perturbation[m]))
     base_cells = store.cells(baseline) if baseline else None
-    rows = []
+    rows, rated = [], []
     for model in models:
         c, p = corruption.get(model), perturbation.get(model)
         cs = summarize(c, store.cells(c), None) if c else {}
         ps = summarize_perturbations(p, store.cells(p), baseline=baseline, baseline_cells=base_cells) if p else {}
         rows.append([model, cs.get("mCE"), cs.get("relative_mCE"), ps.get("mFR"), ps.get("mT5D")])
-    return render(rows, ["model", "mCE", "relative mCE", "mFR", "mT5D"], fmt)
+        if ps.get("rates_over_difficulties"):
+            rated.append(ps)
+    note = f"\n\nmFR and mT5D {_rates_note(rated)}" if rated else ""
+    return render(rows, ["model", "mCE", "relative mCE", "mFR", "mT5D"], fmt) + note
