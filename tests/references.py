@@ -210,10 +210,12 @@ AUTOATTACK = {"linf": "1/1020,1/510", "l2": "0.1"}
 AUTOATTACK_SETTINGS = dict(limit=100, steps=25, queries=1000)
 
 
-def eval_attack_args(norm: str) -> list[str]:
+def eval_attack_args(norm: str, eps: str | None = None) -> list[str]:
+    """eval-attack's arguments for the case of ``norm``, at ``eps`` (default: the case's): a
+    cell does not depend on the other ε of a run, so any of them can be compared alone."""
     s = AUTOATTACK_SETTINGS
     return ["--model", "CIFAR10_ResNet20_GAP", "--checkpoint", str(resnet20_file()), "--data", str(cifar_dir()),
-            "--attacks", "autoattack", "--eps", AUTOATTACK[norm], "--norm", norm, "--limit", str(s["limit"]),
+            "--attacks", "autoattack", "--eps", eps or AUTOATTACK[norm], "--norm", norm, "--limit", str(s["limit"]),
             "--steps", str(s["steps"]), "--queries", str(s["queries"]), "--workers", "0", "--quiet"]
 
 

@@ -53,7 +53,7 @@ def test_every_attack_stays_in_the_ball_and_leaves_radius_zero_alone(resnet20, p
 
 def _config(tmp_path: Path, resnet20_file, cifar_test_dir, **overrides) -> AttackEvalConfig:
     settings = dict(model="CIFAR10_ResNet20_GAP", checkpoint=resnet20_file, data=cifar_test_dir,
-                    attacks=["autoattack"], eps=parse_epsilons(SMALL_LINF), steps=8, queries=40, limit=48, workers=0,
+                    attacks=["autoattack"], eps=parse_epsilons(SMALL_LINF), steps=8, queries=40, limit=32, workers=0,
                     batch_size=64, db=tmp_path / "aa.sqlite")
     return AttackEvalConfig(**{**settings, **overrides})
 
@@ -189,17 +189,18 @@ def test_bad_autoattack_input(tmp_path, cifar_test_dir, resnet20_file):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("norm", ["linf", "l2"])
-def test_standard_version_agrees_with_the_reference(tmp_path, norm):
+@pytest.mark.parametrize("norm, eps", [("linf", "1/510"), ("l2", "0.1")])
+def test_standard_version_agrees_with_the_reference(tmp_path, norm, eps):
     """eval-attack's native standard AutoAttack against ``--backend reference`` (pyautoattack) on
     the same 100 photos at equal settings, from the reference run's per-stage outcomes recorded in
     tests/baselines/references/: the same clean flags, and every stage's robust accuracy (the
-    first is APGD-CE alone) and the worst case within 2 points."""
+    first is APGD-CE alone) and the worst case within 2 points. L∞ runs at the larger of the two
+    recorded ε only (1/1020 leaves 57 % robust: most of the cost, stage after stage)."""
     theirs = recorded(f"pyautoattack-autoattack-{norm}")
-    ours = eval_attack_outcomes(tmp_path / "aa.sqlite", tmp_path / "aa.json", *eval_attack_args(norm))
+    ours = eval_attack_outcomes(tmp_path / "aa.sqlite", tmp_path / "aa.json", *eval_attack_args(norm, eps))
     assert ours["clean_accuracy"] == theirs["clean_accuracy"]
     assert ours["flags"]["clean/0"] == theirs["flags"]["clean/0"]
-    assert set(ours["flags"]) == set(theirs["flags"])
+    assert set(ours["flags"]) == {"clean/0", *(f"{stage}/{eps}" for stage in theirs["robust_accuracy"])}
     print(norm, "native", ours["robust_accuracy"], "reference", theirs["robust_accuracy"], file=sys.stderr)
     for stage, by_eps in ours["robust_accuracy"].items():
         for level, value in by_eps.items():

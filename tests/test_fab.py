@@ -80,22 +80,43 @@ def photos(cifar_test_dir):
     return labelled_cifar(cifar_test_dir, 64)
 
 
-@pytest.mark.parametrize("norm, eps", [("linf", 0.5 / 255), ("l2", 0.05)])
-def test_fab_t_robust_accuracy_matches_reference(resnet20, photos, norm, eps):
-    """FAB-T without restarts is deterministic: the same rows are fooled (1/64 allowed for float
-    rounding at the boundary; none differ here), and the outputs respect ε and the box."""
-    images, labels = photos
+FAB_T = {"linf": 0.5 / 255, "l2": 0.05}
+
+
+def fab_t_against_the_reference(model, images, labels, norm):
+    """Native FAB-T (3 targets, 15 steps) and the rows it leaves robust, checked against
+    pyautoattack's recorded ones: the same rows are fooled (1/64 allowed for float rounding at
+    the boundary; none differ here)."""
     robust_theirs = flags_of(recorded(f"pyautoattack-fab-t-{norm}")["robust"])
     streams = image_streams(0, range(len(images)), f"fab-t-{norm}", 0)
-    ours = fab(lambda x: resnet20(x).float(), images, labels, torch.full((len(images),), eps), streams,
+    ours = fab(lambda x: model(x).float(), images, labels, torch.full((len(images),), FAB_T[norm]), streams,
                norm=norm, targets=3, steps=15)
     with torch.no_grad():
-        clean = resnet20(images).argmax(1) == labels
-        robust_ours = (resnet20(ours).argmax(1) == labels) & clean
+        clean = model(images).argmax(1) == labels
+        robust_ours = (model(ours).argmax(1) == labels) & clean
+    assert (robust_ours != robust_theirs).sum() <= 1, (norm, robust_ours.float().mean(), robust_theirs.float().mean())
+    return ours, robust_ours, clean
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_fab_t_robust_accuracy_matches_reference(resnet20, photos, norm):
+    """FAB-T without restarts is deterministic: the reference's rows are fooled, and the outputs
+    respect ε and the box."""
+    images, labels = photos
+    ours, robust_ours, clean = fab_t_against_the_reference(resnet20, images, labels, norm)
     assert 0.1 < robust_ours.float().mean() < clean.float().mean() - 0.1  # ε leaves something to compare
-    assert (robust_ours != robust_theirs).sum() <= 1, (robust_ours.float().mean(), robust_theirs.float().mean())
-    assert (sizes(ours - images, norm) <= eps + 1e-6).all() and ours.min() >= 0 and ours.max() <= 1
+    assert (sizes(ours - images, norm) <= FAB_T[norm] + 1e-6).all() and ours.min() >= 0 and ours.max() <= 1
     assert torch.equal(ours[robust_ours], images[robust_ours])
+
+
+def test_a_perturbed_native_attack_fails_the_recorded_reference(resnet20, photos, monkeypatch):
+    """The records catch drift: FAB-T with a tenth of its extrapolation step (η 1.05 → 0.105)
+    fools other rows than the reference did, and the comparison fails."""
+    real_search = fab_module._boundary_search
+    monkeypatch.setattr(fab_module, "_boundary_search", lambda *args, eta, **kwargs: real_search(
+        *args, eta=eta / 10, **kwargs))
+    with pytest.raises(AssertionError, match="linf"):
+        fab_t_against_the_reference(resnet20, *photos, "linf")
 
 
 def test_untargeted_fab_finds_the_reference_distances(resnet20, photos):
