@@ -135,6 +135,7 @@ def test_foolbox_cells_do_not_depend_on_the_batch_size(tmp_path, cifar_test_dir,
     assert stored_cells(tmp_path / "16.sqlite") == stored_cells(tmp_path / "50.sqlite")
 
 
+@pytest.mark.slow  # whole CLI processes, over a minute: CI runs it, plain `tox` leaves it to `tox -e slow`
 def test_two_gloo_processes_count_like_one(tmp_path, cifar_test_dir, resnet20_file):
     import os
 

@@ -65,6 +65,7 @@ def stored_rows(db: Path) -> int:
         return sum(connection.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in ("cells", "parts"))
 
 
+@pytest.mark.slow  # whole CLI processes, over a minute: CI runs it, plain `tox` leaves it to `tox -e slow`
 def test_killed_run_resumes_mid_chunk_to_the_same_counts(base_args, tmp_path):
     args = [*base_args, "--limit", "200", "--corruptions", "gaussian_noise,shot_noise,fog,snow,frost,pixelate",
             "--batch-size", "20"]
@@ -88,6 +89,7 @@ def test_killed_run_resumes_mid_chunk_to_the_same_counts(base_args, tmp_path):
     assert stored_rows(db) == 31  # the parts were merged into cells
 
 
+@pytest.mark.slow  # whole CLI processes, over a minute: CI runs it, plain `tox` leaves it to `tox -e slow`
 def test_two_gloo_processes_count_like_one(base_args, tmp_path):
     args = [*base_args, "--limit", "120", "--corruptions", "glass_blur,motion_blur", "--severities", "3",
             "--batch-size", "16", "--device", "cpu"]

@@ -81,6 +81,7 @@ def test_short_run_learns_resumes_and_feeds_eval(tiny_data, tmp_path):
     assert state["linear.weight"].shape == (len(PHOTOS), 64)
 
 
+@pytest.mark.slow  # whole CLI processes, over a minute: CI runs it, plain `tox` leaves it to `tox -e slow`
 def test_two_gloo_processes_train(tiny_data, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
@@ -94,6 +95,7 @@ def test_two_gloo_processes_train(tiny_data, tmp_path):
     assert (tmp_path / "ddp" / "model_best.pth.tar").exists() or log[0]["val_top1"] == 0
 
 
+@pytest.mark.slow  # whole CLI processes, over a minute: CI runs it, plain `tox` leaves it to `tox -e slow`
 def test_demo_runs_end_to_end(tmp_path):
     pytest.importorskip("skimage")
     result = subprocess.run([sys.executable, "-m", "robustbench_gcp.cli", "demo", "--quick", "--out",
