@@ -331,7 +331,9 @@ def _cmd_table(args: argparse.Namespace) -> None:
         tables.append(attack_tables(store, chosen["attack"], args.format, confidence, args.pairs, args.alpha))
     if chosen["perturbation"]:
         tables.append(perturbation_table(store, chosen["perturbation"], args.format, baseline))
-        tables.append(robustness_table(store, chosen["corruption"], chosen["perturbation"], args.format, baseline))
+    if chosen["perturbation"] or sum(bool(runs) for runs in chosen.values()) > 1:  # the paper's layout
+        tables.append(robustness_table(store, chosen["corruption"], chosen["perturbation"], args.format, baseline,
+                                       chosen["attack"]))
     print("\n\n".join(tables))
 
 
@@ -411,6 +413,47 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         kind = "significantly " if args.fail_on_regression else ""
         print(f"\n{len(worse)} metric(s) {kind}worse by more than {args.max_increase} points")
     return 1 if worse else 0
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from .sweep import RunOptions, SlurmOptions, missing_paths, plan, read_sweep, run_sweep, sweep_status
+    from .sweep.display import plan_table, status_table
+
+    if args.action == "status":
+        status = sweep_status(Path(args.path))
+        print(status_table(status))
+        return 1 if any(s.state == "failed" for s in status) else 0
+    if args.action == "plan":
+        sweep = read_sweep(args.path)
+        print(plan_table(plan(sweep, args.max_unit_minutes, args.device_kind), args.device_kind,
+                         missing_paths(sweep)))
+        return 0
+    if not args.out:
+        raise UsageError("sweep run needs --out DIR: the folder of the plan, the units' stores and the merged store")
+    extra = dict(_key_value(item, "--sbatch") for item in args.sbatch or [])
+    slurm = SlurmOptions(partition=args.partition, gpus_per_unit=args.gpus_per_unit, cpus_per_unit=args.cpus_per_unit,
+                         time_minutes=args.time, mem=args.mem, array_parallelism=args.array_parallelism, extra=extra)
+    options = RunOptions(executor=args.executor, max_unit_minutes=args.max_unit_minutes,
+                         device_kind=args.device_kind, slurm=slurm, processes=args.processes, gpus=args.gpus,
+                         wait=not args.no_wait, poll_s=args.poll)
+    outcome = run_sweep(Path(args.path), Path(args.out), options)
+    print(status_table(outcome.status))
+    if outcome.merged:
+        print(f"merged: {outcome.merged.line(Path(args.out) / 'merged.sqlite')}")
+    return 1 if any(s.state == "failed" for s in outcome.status) else 0
+
+
+def _key_value(text: str, option: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise UsageError(f"{option} {text!r}: pass NAME=VALUE, e.g. {option} account=vision")
+    return key.lstrip("-"), value
+
+
+def _cmd_merge(args: argparse.Namespace) -> None:
+    from .sweep import merge_stores
+
+    print(merge_stores([Path(p) for p in args.stores], Path(args.db)).line(Path(args.db)))
 
 
 # --------------------------------------------------------------------------- arguments
@@ -676,6 +719,39 @@ def _compare_arguments(parser: argparse.ArgumentParser) -> None:
                         help="largest tolerated worsening in percentage points")
 
 
+def _sweep_arguments(parser: argparse.ArgumentParser) -> None:
+    from .sweep import DEVICE_KINDS, EXECUTORS
+
+    parser.add_argument("action", choices=("plan", "run", "status"),
+                        help="plan: list the units with estimates (writes nothing); run: submit and merge; "
+                        "status: where a running sweep stands (exit 1 while a unit has failed)")
+    parser.add_argument("path", help="the sweep file (plan, run) or the sweep's --out folder (status)")
+    parser.add_argument("--out", help="run: folder of the plan, the units' stores and merged.sqlite")
+    parser.add_argument("--executor", choices=EXECUTORS, default="slurm",
+                        help="slurm: a job array through submitit; local: processes on this machine")
+    parser.add_argument("--max-unit-minutes", type=float, default=60.0,
+                        help="split longer units by cells and image shards (estimated)")
+    parser.add_argument("--device-kind", choices=DEVICE_KINDS, default="h200",
+                        help="the device the estimate assumes")
+    parser.add_argument("--partition", help="slurm partition")
+    parser.add_argument("--gpus-per-unit", type=int, default=1, help="slurm: GPUs per unit (0: CPU jobs)")
+    parser.add_argument("--cpus-per-unit", type=int, help="slurm: cores per unit (torch uses as many threads)")
+    parser.add_argument("--time", type=int, default=240, help="slurm: minutes per job before it is requeued")
+    parser.add_argument("--mem", help="slurm: memory per unit, e.g. 64G")
+    parser.add_argument("--array-parallelism", type=int, default=64, help="slurm: units running at once")
+    parser.add_argument("--sbatch", action="append", metavar="NAME=VALUE",
+                        help="further sbatch option, e.g. --sbatch account=vision (repeatable)")
+    parser.add_argument("--processes", type=int, default=1, help="local: units at once on the CPU")
+    parser.add_argument("--gpus", type=int, default=0, help="local: one unit per GPU on this many GPUs")
+    parser.add_argument("--no-wait", action="store_true", help="return after submitting (watch with sweep status)")
+    parser.add_argument("--poll", type=float, default=10.0, help="seconds between looks at the queue while waiting")
+
+
+def _merge_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("stores", nargs="+", help="results stores to merge (e.g. a sweep's units/*/store.sqlite)")
+    parser.add_argument("--db", required=True, help="the merged store (created, or added to)")
+
+
 @dataclass(frozen=True)
 class _Command:
     name: str
@@ -708,6 +784,9 @@ COMMANDS = (
              _cmd_runs),
     _Command("compare", "regression table of two --json summaries (exit 1 if worse)", _compare_arguments,
              _cmd_compare),
+    _Command("sweep", "many models × evaluations on SLURM or local processes: plan, run, status",
+             _sweep_arguments, _cmd_sweep),
+    _Command("merge", "merge results stores (a sweep's units) into one", _merge_arguments, _cmd_merge),
 )
 
 

@@ -22,7 +22,7 @@ LAYERS = [
     {"comparison"},
     {"evaluate", "export"},
     {"export_videos"},
-    {"report", "train"},
+    {"report", "train", "sweep"},
     {"demo"},
     {"cli", "__init__", "__main__"},
 ]

@@ -89,7 +89,7 @@ class AttackEvalConfig:
     name: str | None = None  # a label for tables and --run; not part of the run's identity
 
 
-def _check(config: AttackEvalConfig) -> list[Epsilon]:
+def check_config(config: AttackEvalConfig) -> list[Epsilon]:
     if not config.attacks:
         raise EvaluationError("--attacks selects no attack; pass e.g. linf-pgd,fgsm")
     for name in config.attacks:
@@ -272,7 +272,7 @@ def run_identity(config: AttackEvalConfig, source, checkpoint_sha256: str | None
 def evaluate_attacks(config: AttackEvalConfig, progress: bool = True) -> dict:
     """Run (or resume) an attack evaluation; returns the run summary and the stored run's
     ``run_id`` (rank 0; others get {})."""
-    eps = _check(config)
+    eps = check_config(config)
     ctx = init_distributed(config.device)
     precision = effective_precision(config.precision, ctx.device)
     model = prepare(load_eval_model(config.model, config.num_classes, config.checkpoint, config.seed), ctx.device)

@@ -44,7 +44,7 @@ from .common import (
     selected_indices,
     start_run,
 )
-from .parts import add_part, pending
+from .parts import add_part, check_shard, pending, within_shard
 
 
 @dataclass
@@ -75,6 +75,7 @@ class CorruptionEvalConfig:
     chunk_size: int | None = None  # images decoded at once; None: what fits the device (chunk_size)
     decode: str = "pil"  # or "device": JPEGs decoded in batches on the device (nvJPEG on CUDA)
     compile: bool = False  # torch.compile the model
+    shard: tuple[int, int] | None = None  # (k, n): only the k-th of n blocks of images (not part of the identity)
 
 
 def default_protocol(input_size: int) -> str:
@@ -82,7 +83,7 @@ def default_protocol(input_size: int) -> str:
     return "imagenet-c" if input_size >= MIN_SIZE["imagenet-c"] else "cifar10-c"
 
 
-def _check(config: CorruptionEvalConfig) -> None:
+def check_config(config: CorruptionEvalConfig) -> None:
     if not config.corruptions:
         raise EvaluationError("--corruptions selects no corruption; pass names (gaussian_noise,fog) or a subset "
                               "(common, all, noise, ...)")
@@ -106,6 +107,7 @@ def _check(config: CorruptionEvalConfig) -> None:
         raise EvaluationError(f"--chunk-size {config.chunk_size}: pass a positive number of images")
     if config.decode not in DECODERS:
         raise EvaluationError(f"--decode {config.decode!r}: choose one of {', '.join(DECODERS)}")
+    check_shard(config.shard)
 
 
 def _check_source(config: CorruptionEvalConfig, source: EvalSource) -> None:
@@ -270,7 +272,7 @@ def evaluate_corruptions(config: CorruptionEvalConfig, progress: bool = True) ->
     and a cell becomes one stored cell once its chunks cover every image, so an interruption
     loses at most the cell in flight on one chunk, whatever the chunk size of the rerun.
     """
-    _check(config)
+    check_config(config)
     ctx = init_distributed(config.device)
     precision = effective_precision(config.precision, ctx.device)
     model = prepare(load_eval_model(config.model, config.num_classes, config.checkpoint, config.seed), ctx.device)
@@ -289,7 +291,7 @@ def evaluate_corruptions(config: CorruptionEvalConfig, progress: bool = True) ->
     run = start_run(store, "corruption", config.model, identity, config.name) if store else None
     wanted = [CLEAN] * (source.clean is not None) + [(c, str(s)) for c in config.corruptions for s in config.severities]
     todo, stored = pending(store, run, wanted, size, merge_parts) if store else (None, {})
-    todo = broadcast(todo, ctx)
+    todo = broadcast(within_shard(todo, size, config.shard) if store else None, ctx)
     work = np.flatnonzero(np.logical_or.reduce(list(todo.values()))) if todo else np.zeros(0, dtype=np.int64)
     runner = _ChunkRunner(config, model, source, indices, ctx, precision)
     bar = progress_bar(int(sum(t.sum() for t in todo.values())), "eval-corruption", progress and ctx.is_main)
@@ -305,8 +307,8 @@ def evaluate_corruptions(config: CorruptionEvalConfig, progress: bool = True) ->
                 add_part(store, run, part, stored, size, merge_parts)
             barrier(ctx)
     bar.close()
-    if not store:
-        return {}
+    if not store or config.shard:  # a shard's cells become whole in the merged store
+        return {"run_id": run.id} if store else {}
     summary = summarize_corruptions(run, store.cells(run), config.corruptions)
     if config.json:
         write_json(config.json, summary)

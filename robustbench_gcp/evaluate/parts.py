@@ -11,9 +11,33 @@ import numpy as np
 
 from ..results import Cell, CellPart, ResultStore, Run
 from ..summaries import unpack_flags
+from .common import EvaluationError
 
 Merge = Callable[[str, str, list[CellPart], int], Cell | None]
 Key = tuple[str, str]
+Shard = tuple[int, int]  # (k, n): the k-th of n contiguous blocks of a run's positions
+
+
+def check_shard(shard: Shard | None) -> None:
+    if shard is not None and not (len(shard) == 2 and 0 <= shard[0] < shard[1]):
+        raise EvaluationError(f"shard {shard!r}: pass (k, n) with 0 <= k < n")
+
+
+def shard_mask(size: int, shard: Shard | None) -> np.ndarray:
+    """The positions of one shard: the k-th of n contiguous, near-equal blocks (all without a shard)."""
+    mask = np.zeros(size, dtype=bool)
+    k, n = shard or (0, 1)
+    mask[k * size // n : (k + 1) * size // n] = True
+    return mask
+
+
+def within_shard(todo: dict[Key, np.ndarray], size: int, shard: Shard | None) -> dict[Key, np.ndarray]:
+    """The pending samples of each cell that lie in the shard; cells with none left are dropped.
+    A sharded run stores parts only: its cells become whole when the shards' stores are merged."""
+    if shard is None:
+        return todo
+    mask = shard_mask(size, shard)
+    return {cell: missing & mask for cell, missing in todo.items() if (missing & mask).any()}
 
 
 def coverage(parts: list[CellPart], size: int) -> np.ndarray:

@@ -52,7 +52,7 @@ from .common import (
     open_store,
     start_run,
 )
-from .parts import add_part, pending
+from .parts import add_part, check_shard, pending, within_shard
 
 KIND = "perturbation"
 
@@ -81,6 +81,7 @@ class PerturbationEvalConfig:
     name: str | None = None
     baseline_run: str | None = None  # a run id, --name label or model name of a stored perturbation run
     chunk_size: int = 256  # videos per stored part
+    shard: tuple[int, int] | None = None  # (k, n): only the k-th of n blocks of videos (not part of the identity)
 
 
 def resolved(config: PerturbationEvalConfig, input_size: int) -> PerturbationEvalConfig:
@@ -102,7 +103,7 @@ def resolved(config: PerturbationEvalConfig, input_size: int) -> PerturbationEva
                    difficulties=sorted(set(config.difficulties)))
 
 
-def _check(config: PerturbationEvalConfig) -> None:
+def check_config(config: PerturbationEvalConfig) -> None:
     if not config.perturbations:
         raise EvaluationError("--perturbations selects no perturbation; pass names (rotate,snow) or a subset "
                               "(test, validation, all)")
@@ -124,6 +125,7 @@ def _check(config: PerturbationEvalConfig) -> None:
                       num_classes=config.num_classes, precision=config.precision, json=config.json)
     if config.chunk_size < 1:
         raise EvaluationError(f"--chunk-size {config.chunk_size}: pass a positive number of videos")
+    check_shard(config.shard)
 
 
 def _sequences(config: PerturbationEvalConfig) -> dict[tuple[str, int], list[int]]:
@@ -283,7 +285,7 @@ def run_identity(config: PerturbationEvalConfig, source: VideoSource, checkpoint
 def evaluate_perturbations(config: PerturbationEvalConfig, progress: bool = True) -> dict:
     """Run (or resume) a perturbation evaluation; returns the run summary with ``run_id`` (rank 0;
     others get {})."""
-    _check(config)
+    check_config(config)
     ctx = init_distributed(config.device)
     precision = effective_precision(config.precision, ctx.device)
     model = prepare(load_eval_model(config.model, config.num_classes, config.checkpoint, config.seed), ctx.device)
@@ -300,7 +302,7 @@ def evaluate_perturbations(config: PerturbationEvalConfig, progress: bool = True
     sequences = _sequences(config)
     cell_keys = [(name, str(d)) for (name, _), ds in sequences.items() for d in ds]
     todo, stored = pending(store, run, cell_keys, size, merge_parts) if store else (None, {})
-    todo = broadcast(todo, ctx)
+    todo = broadcast(within_shard(todo, size, config.shard) if store else None, ctx)
     runner = _SequenceRunner(config, model, source, ctx, precision)
     work = np.flatnonzero(np.logical_or.reduce(list(todo.values()))) if todo else np.zeros(0, dtype=np.int64)
     left = {key: ds for key, ds in sequences.items() if any((key[0], str(d)) in todo for d in ds)}
@@ -329,8 +331,8 @@ def evaluate_perturbations(config: PerturbationEvalConfig, progress: bool = True
                              merge_parts)
             barrier(ctx)
     bar.close()
-    if not store:
-        return {}
+    if not store or config.shard:  # a shard's cells become whole in the merged store
+        return {"run_id": run.id} if store else {}
     baseline_cells = store.cells(baseline) if baseline else None
     summary = summarize_perturbations(run, store.cells(run), config.perturbations, config.difficulties,
                                       baseline, baseline_cells)

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 from collections.abc import Sequence
+from fractions import Fraction
 
 from tabulate import tabulate
 
@@ -330,21 +331,28 @@ def _scaled(value: float | None, factor: float) -> float | None:
 
 
 def robustness_table(store: ResultStore, corruption_runs: Sequence[Run], perturbation_runs: Sequence[Run],
-                     fmt: str = "github", baseline: Run | None = None) -> str:
-    """The paper's layout: a row per model (GAP next to GCP) with mCE and relative mCE of its
-    newest corruption run and mFR and mT5D of its newest perturbation run."""
-    corruption = {r.model: r for r in sorted(corruption_runs, key=lambda r: r.id)}
-    perturbation = {r.model: r for r in sorted(perturbation_runs, key=lambda r: r.id)}
-    models = sorted(set(corruption) | set(perturbation),
-                    key=lambda m: column_order(corruption.get(m) or perturbation[m]))
+                     fmt: str = "github", baseline: Run | None = None, attack_runs: Sequence[Run] = ()) -> str:
+    """The paper's layout: a row per model (GAP next to GCP) with its clean top-1 and the mCE and
+    relative mCE of its newest corruption run, mFR and mT5D of its newest perturbation run, and
+    the worst-case robust accuracy per ε of its newest attack run."""
+    newest = [{r.model: r for r in sorted(runs, key=lambda r: r.id)}
+              for runs in (corruption_runs, perturbation_runs, attack_runs)]
+    corruption, perturbation, attack = newest
+    models = sorted(set().union(*newest), key=lambda m: column_order(next(k[m] for k in newest if m in k)))
     base_cells = store.cells(baseline) if baseline else None
+    attacks = {m: summarize(r, store.cells(r), None) for m, r in attack.items()}
+    levels = sorted({lv for s in attacks.values() for lv in s["worst_case"]}, key=lambda lv: float(Fraction(lv)))
     rows, rated = [], []
     for model in models:
         c, p = corruption.get(model), perturbation.get(model)
         cs = summarize(c, store.cells(c), None) if c else {}
         ps = summarize_perturbations(p, store.cells(p), baseline=baseline, baseline_cells=base_cells) if p else {}
-        rows.append([model, cs.get("mCE"), cs.get("relative_mCE"), ps.get("mFR"), ps.get("mT5D")])
+        at = attacks.get(model, {})
+        clean = 100 - cs["clean_error"] if cs.get("clean_error") is not None else at.get("clean_accuracy")
+        rows.append([model, None if clean is None else round(clean, 4), cs.get("mCE"), cs.get("relative_mCE"),
+                     ps.get("mFR"), ps.get("mT5D"), *[at.get("worst_case", {}).get(lv) for lv in levels]])
         if ps.get("rates_over_difficulties"):
             rated.append(ps)
     note = f"\n\nmFR and mT5D {_rates_note(rated)}" if rated else ""
-    return render(rows, ["model", "mCE", "relative mCE", "mFR", "mT5D"], fmt) + note
+    robust = [f"robust @ {lv}" for lv in levels]
+    return render(rows, ["model", "clean top-1", "mCE", "relative mCE", "mFR", "mT5D", *robust], fmt) + note
