@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,7 +26,12 @@ TABLE_FORMATS = ("github", "latex", "plain", "csv")
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (exit status 2), like the library's errors."""
+    """argparse with one-line errors (exit status 2), like the library's errors, and negative
+    fractions and exponents (``--eps -1/255``) taken as values, to be refused with a reason."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(r"^-(\d+(/\d+)?|\d*\.\d+|\d+\.?)([eE][-+]?\d+)?$")
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -307,8 +313,12 @@ def _selected(store, kind: str, args: argparse.Namespace) -> list:
 
 
 def _cmd_table(args: argparse.Namespace) -> None:
+    from .comparison import check_alpha
     from .report import attack_tables, corruption_table, perturbation_table, robustness_table, tidy_csv
 
+    if not 0 <= args.ci < 100:
+        raise UsageError(f"--ci {args.ci:g}: pass a confidence level in percent, e.g. 95, or 0 for none")
+    check_alpha(args.alpha)
     store = _open_db(args.db)
     chosen = {kind: _selected(store, kind, args) for kind in ("corruption", "attack", "perturbation")}
     if not any(chosen.values()):
@@ -321,8 +331,6 @@ def _cmd_table(args: argparse.Namespace) -> None:
     if args.format == "csv":
         print(tidy_csv(store, chosen["corruption"] + chosen["attack"] + chosen["perturbation"]), end="")
         return
-    if not 0 <= args.ci < 100:
-        raise UsageError(f"--ci {args.ci:g}: pass a confidence level in percent, e.g. 95, or 0 for none")
     confidence = args.ci / 100 or None
     tables = []
     if chosen["corruption"]:
@@ -382,11 +390,10 @@ def _stored_run(store, selector: str):
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from .comparison import compare, compare_runs
+    from .comparison import check_gate, compare, compare_runs
     from .report import comparison_json, comparison_junit, comparison_table
 
-    if not 0 < args.alpha < 1:
-        raise UsageError(f"--alpha {args.alpha:g}: pass a significance level between 0 and 1, e.g. 0.05")
+    check_gate(args.max_increase, args.alpha)
     files = [f for f in (args.baseline, args.current) if f]
     if args.run:
         if files or len(args.run) != 2:

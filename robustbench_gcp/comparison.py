@@ -30,6 +30,20 @@ class ComparisonError(Error, ValueError):
     """Two summaries that cannot be compared, with the reason."""
 
 
+def check_gate(max_increase: float, alpha: float) -> None:
+    """The regression gate's settings: a NaN or negative threshold would pass every regression
+    (NaN compares false) or fail identical runs, so both are refused."""
+    if not (math.isfinite(max_increase) and max_increase >= 0):
+        raise ComparisonError(f"--max-increase {max_increase:g}: pass a finite number of percentage points ≥ 0, "
+                              "e.g. 1.0")
+    check_alpha(alpha)
+
+
+def check_alpha(alpha: float) -> None:
+    if not 0 < alpha < 1:  # NaN fails too
+        raise ComparisonError(f"--alpha {alpha:g}: pass a significance level between 0 and 1, e.g. 0.05")
+
+
 @dataclass(frozen=True)
 class Difference:
     metric: str
@@ -53,6 +67,7 @@ class Comparison:
 
     def regressions(self, max_increase: float, significant_only: bool) -> list[Difference]:
         """Metrics worse by more than ``max_increase`` points (and significant, if asked)."""
+        check_gate(max_increase, DEFAULT_ALPHA)
         return [d for d in self.differences if d.worse_by is not None and d.worse_by > max_increase
                 and (not significant_only or d.significant)]
 

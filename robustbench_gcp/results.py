@@ -43,7 +43,7 @@ _CELL_COUNTS = """
     skipped INTEGER NOT NULL DEFAULT 0,"""
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS runs (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     key TEXT NOT NULL UNIQUE,
     kind TEXT NOT NULL,
     model TEXT NOT NULL,
@@ -110,6 +110,26 @@ def run_key(config: Mapping) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+def check_results_file(path: Path) -> None:
+    """Refuse a file that is not SQLite, or another application's database, without touching it."""
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            names = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+            columns = {name: [row[1] for row in db.execute(f"PRAGMA table_info({name!r})")] for name in names}
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as error:
+        raise ResultsError(f"--db {path} is not an SQLite results database ({error}); "
+                           "pass a new file name or a database written by gcp-robust") from None
+    ours = {name: [c for c in cols if c not in _ADDED_COLUMNS.get(name, ())]
+            for name, cols in columns.items() if name in _COLUMNS}
+    required = set(_COLUMNS) - _ADDED_TABLES
+    if columns and (not required <= set(ours) or any(ours[n] != _COLUMNS[n] for n in ours)):
+        raise ResultsError(f"--db {path} is another application's database (tables: "
+                           f"{', '.join(sorted(columns))}); pass a new file name or one written by gcp-robust")
+
+
 class ResultStore:
     """Runs and their cells in one SQLite file."""
 
@@ -119,7 +139,7 @@ class ResultStore:
             raise ResultsError(f"--db {self.path} is a directory; pass a database file, "
                                f"e.g. {self.path / 'results.sqlite'}")
         if self.path.exists():
-            self._check_tables()
+            check_results_file(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         for target in (self.path, self.path.parent):  # fail now, not after a long run
             if target.exists() and not os.access(target, os.W_OK):
@@ -132,27 +152,9 @@ class ResultStore:
                     for column in added:
                         if column not in present:
                             db.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT")
+            _never_reuse_run_ids(self.path)
         except sqlite3.OperationalError as error:
             raise ResultsError(f"--db {self.path}: cannot write to it ({error}); pass a writable path") from None
-
-    def _check_tables(self) -> None:
-        """Refuse a file that is not SQLite, or another application's database, without touching it."""
-        try:
-            db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
-            try:
-                names = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-                columns = {name: [row[1] for row in db.execute(f"PRAGMA table_info({name!r})")] for name in names}
-            finally:
-                db.close()
-        except sqlite3.DatabaseError as error:
-            raise ResultsError(f"--db {self.path} is not an SQLite results database ({error}); "
-                               "pass a new file name or a database written by gcp-robust") from None
-        ours = {name: [c for c in cols if c not in _ADDED_COLUMNS.get(name, ())]
-                for name, cols in columns.items() if name in _COLUMNS}
-        required = set(_COLUMNS) - _ADDED_TABLES
-        if columns and (not required <= set(ours) or any(ours[n] != _COLUMNS[n] for n in ours)):
-            raise ResultsError(f"--db {self.path} is another application's database (tables: "
-                               f"{', '.join(sorted(columns))}); pass a new file name or one written by gcp-robust")
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -160,10 +162,23 @@ class ResultStore:
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA busy_timeout=60000")
+            db.execute("PRAGMA foreign_keys=ON")
             with db:  # one short transaction
                 yield db
+        except sqlite3.DatabaseError as error:
+            if type(error) is not sqlite3.DatabaseError and "malformed" not in str(error):
+                raise  # locks, constraint violations: not the file's fault
+            raise ResultsError(f"--db {self.path} is damaged ({error}); restore it from a copy, or pass a new "
+                               "file name") from None
         finally:
             db.close()
+
+    def _check_run(self, db: sqlite3.Connection, run: Run) -> None:
+        """A writer whose run was deleted meanwhile stops, instead of writing cells no run owns."""
+        if db.execute("SELECT 1 FROM runs WHERE id = ?", (run.id,)).fetchone() is None:
+            raise ResultsError(f"run {run.id} was deleted from {self.path} while this command was writing it "
+                               "(gcp-robust runs --delete): stopped, nothing more is written; run the command "
+                               "again to evaluate it anew")
 
     def run(self, kind: str, model: str, config: Mapping, name: str | None = None) -> Run:
         """The run with this configuration, created when it does not exist yet; ``name`` labels it
@@ -178,6 +193,13 @@ class ResultStore:
             (run_id,) = db.execute("SELECT id FROM runs WHERE key = ?", (key,)).fetchone()
         return self.get(run_id)
 
+    def existing_run(self, kind: str, config: Mapping) -> Run | None:
+        """The stored run of this configuration, or None; unlike ``run`` it writes nothing."""
+        key = run_key({"kind": kind, **config})
+        with self._connect() as db:
+            found = db.execute("SELECT id FROM runs WHERE key = ?", (key,)).fetchone()
+        return self.get(found[0]) if found else None
+
     def runs(self, kind: str | None = None, models: list[str] | None = None) -> list[Run]:
         """Stored runs, oldest first, optionally of one kind and of some models."""
         query, args = "SELECT id, kind, model, config, name, created FROM runs", []
@@ -185,8 +207,18 @@ class ResultStore:
             query, args = query + " WHERE kind = ?", [kind]
         with self._connect() as db:
             rows = db.execute(query + " ORDER BY id", args).fetchall()
-        found = [Run(i, k, m, json.loads(c), n, t) for i, k, m, c, n, t in rows]
+        found = [Run(i, k, m, self._config(i, c), n, t) for i, k, m, c, n, t in rows]
         return [r for r in found if not models or r.model in models]
+
+    def _config(self, run_id: int, text: str) -> dict:
+        try:
+            config = json.loads(text)
+        except (TypeError, ValueError):
+            config = None
+        if not isinstance(config, dict):
+            raise ResultsError(f"--db {self.path}: run {run_id} has no readable configuration (not a JSON object); "
+                               f"remove it with `gcp-robust runs --db {self.path} --delete {run_id}`")
+        return config
 
     def get(self, run_id: int) -> Run:
         found = [r for r in self.runs() if r.id == run_id]
@@ -212,6 +244,7 @@ class ResultStore:
     def add_cell(self, run: Run, cell: Cell) -> None:
         """Store a finished cell (replacing an older result of the same cell) and drop its parts."""
         with self._connect() as db:
+            self._check_run(db, run)
             db.execute("DELETE FROM parts WHERE run_id = ? AND name = ? AND level = ?", (run.id, cell.name, cell.level))
             db.execute(
                 "INSERT OR REPLACE INTO cells (run_id, name, level, n, top1_errors, top5_errors, skipped, mask) "
@@ -222,6 +255,7 @@ class ResultStore:
     def add_part(self, run: Run, part: CellPart) -> None:
         """Store the counts of a cell over one chunk of its images."""
         with self._connect() as db:
+            self._check_run(db, run)
             db.execute(
                 "INSERT INTO parts (run_id, name, level, n, top1_errors, top5_errors, skipped, mask, covered) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -252,6 +286,42 @@ class ResultStore:
                 (run.id,),
             ).fetchall()
         return {(r[0], r[1]): Cell(*r) for r in rows}
+
+
+def _never_reuse_run_ids(path: Path) -> None:
+    """Give a database from before AUTOINCREMENT run ids that are never handed out again, so a
+    deleted run's id (and anything a writer still adds under it) can never become another run's.
+    Cells and parts that no run owns are dropped. One transaction, without foreign keys (the
+    old table is dropped under its cells)."""
+    db = sqlite3.connect(path, timeout=60, isolation_level=None)
+    try:
+        db.execute("PRAGMA busy_timeout=60000")
+        db.execute("BEGIN IMMEDIATE")
+        (schema,) = db.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'runs'").fetchone()
+        if "AUTOINCREMENT" not in schema.upper():
+            _renumbered_runs(db, schema)
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    finally:
+        db.close()
+
+
+def _renumbered_runs(db: sqlite3.Connection, schema: str) -> None:
+    highest = max(db.execute(f"SELECT COALESCE(MAX({column}), 0) FROM {table}").fetchone()[0]
+                  for table, column in (("runs", "id"), ("cells", "run_id"), ("parts", "run_id")))
+    columns = ", ".join(_COLUMNS["runs"] + _ADDED_COLUMNS["runs"])
+    db.execute(schema.replace("CREATE TABLE runs", "CREATE TABLE runs_ids", 1)
+               .replace("INTEGER PRIMARY KEY", "INTEGER PRIMARY KEY AUTOINCREMENT", 1))
+    db.execute(f"INSERT INTO runs_ids ({columns}) SELECT {columns} FROM runs")
+    db.execute("DROP TABLE runs")
+    db.execute("ALTER TABLE runs_ids RENAME TO runs")
+    db.execute("DELETE FROM sqlite_sequence WHERE name = 'runs'")
+    db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('runs', ?)", (highest,))
+    for table in ("cells", "parts"):
+        db.execute(f"DELETE FROM {table} WHERE run_id NOT IN (SELECT id FROM runs)")
 
 
 def write_json(path: str | Path, summary: Mapping) -> None:

@@ -157,12 +157,19 @@ def test_l2_eps_may_exceed_1_up_to_the_diameter_of_the_image_box(tmp_path, cifar
     db = tmp_path / "r.sqlite"
     base = ["eval-attack", "--model", "CIFAR10_ResNet20_GAP", "--checkpoint", str(resnet20_file), "--data",
             str(cifar_test_dir), "--limit", "8", "--steps", "1", "--workers", "0", "--quiet", "--db", str(db)]
-    refused(cli(*base, "--attacks", "l2-pgd,linf-pgd", "--eps", "2"), "--eps 2", "outside [0, 1]")
+    refused(cli(*base, "--attacks", "linf-pgd", "--eps", "2"), "--eps 2", "outside [0, 1]")
+    # a worst case over attacks of two norms would mean nothing (L∞ PGD at 0.1 against L2 AutoAttack at 0.1)
+    refused(cli(*base, "--attacks", "linf-pgd,autoattack", "--norm", "l2", "--eps", "0,0.1"), "mixes threat models",
+            "L∞: linf-pgd; L2: autoattack")
+    refused(cli(*base, "--attacks", "l2-pgd,fgsm", "--eps", "0.1"), "mixes threat models")
     refused(cli(*base, "--attacks", "apgd-ce", "--norm", "l2", "--eps", "0,60"), "--eps 60", "outside [0, 55.43]")
     assert not db.exists()
     result = cli(*base, "--attacks", "l2-pgd", "--eps", "0,2")
     assert result.returncode == 0, result.stderr
     assert "eps 2" in result.stdout
+    stored = db.read_bytes()  # the same run extended with an L∞ attack: refused before anything is written
+    refused(cli(*base, "--attacks", "linf-pgd", "--eps", "0"), "holds attacks of another norm", "L2: l2-pgd")
+    assert db.read_bytes() == stored
 
 
 def test_corrupt_refuses_a_broken_jpeg_empty_lists_and_size_zero(tmp_path, cifar_test_dir):

@@ -125,9 +125,10 @@ def test_foolbox_pgd_starts_where_native_pgd_does(resnet20, photos, name, eps):
     assert torch.allclose(*starts, atol=1e-6)
 
 
-def test_foolbox_cells_do_not_depend_on_the_batch_size(tmp_path, cifar_test_dir, resnet20_file):
+@pytest.mark.parametrize("attack", ["linf-pgd", "l2-pgd"])
+def test_foolbox_cells_do_not_depend_on_the_batch_size(tmp_path, cifar_test_dir, resnet20_file, attack):
     common = dict(model="CIFAR10_ResNet20_GAP", checkpoint=resnet20_file, data=cifar_test_dir,
-                  attacks=["linf-pgd", "l2-pgd"], eps=parse_epsilons("0,1/255,4/255"), steps=2, restarts=2,
+                  attacks=[attack], eps=parse_epsilons("0,1/255,4/255"), steps=2, restarts=2,
                   backend="foolbox", limit=50, workers=0)
     for batch_size in (16, 50):
         evaluate_attacks(AttackEvalConfig(**common, batch_size=batch_size, db=tmp_path / f"{batch_size}.sqlite"),
@@ -140,7 +141,7 @@ def test_two_gloo_processes_count_like_one(tmp_path, cifar_test_dir, resnet20_fi
     import os
 
     args = ["-m", "robustbench_gcp.cli", "eval-attack", "--model", "CIFAR10_ResNet20_GAP", "--checkpoint",
-            str(resnet20_file), "--data", str(cifar_test_dir), "--attacks", "linf-pgd,l2-pgd", "--eps", "0,2/255,0.25",
+            str(resnet20_file), "--data", str(cifar_test_dir), "--attacks", "linf-pgd,fgsm", "--eps", "0,2/255,4/255",
             "--steps", "3", "--limit", "60", "--batch-size", "16", "--workers", "0", "--device", "cpu", "--quiet"]
     single = subprocess.run([sys.executable, *args, "--db", str(tmp_path / "one.sqlite")], capture_output=True,
                             text=True, timeout=600)

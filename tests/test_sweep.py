@@ -218,3 +218,15 @@ merge.merge_stores([{str(shard_stores["second"])!r}], {str(merged)!r})
     assert merged.read_bytes() == before[1]
     merge_stores([shard_stores["second"]], merged)  # and the merge goes through afterwards
     assert stored_cells(merged) == stored_cells(shard_stores["whole"])
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--poll", "nan"], "--poll nan"), (["--processes", "0"], "--processes 0"), (["--time", "0"], "--time 0"),
+    (["--max-unit-minutes", "-5"], "--max-unit-minutes -5"), (["--sbatch", "account"], "--sbatch 'account'"),
+])
+def test_bad_run_options_are_one_line_and_submit_nothing(tmp_path, options, message):
+    result = run_cli_in_process("sweep", "run", str(write_sweep(tmp_path, MODELS + CORRUPTION)), "--out",
+                                str(tmp_path / "out"), "--executor", "local", *options)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()

@@ -11,13 +11,15 @@ from .registry import (
     AttackSettings,
     Epsilon,
     attack_spec,
+    attacks_by_norm,
     check_attack,
     check_epsilons,
     epsilon_value,
+    mixed_norms,
     parse_epsilons,
     run_attack,
 )
 
 __all__ = ["ATTACKS", "ATTACK_CELLS", "ATTACK_NAMES", "BACKENDS", "AttackError", "AttackSettings", "Epsilon",
-           "attack_spec", "check_attack", "check_epsilons", "epsilon_value", "parse_epsilons", "pgd",
-           "run_attack"]
+           "attack_spec", "attacks_by_norm", "check_attack", "check_epsilons", "epsilon_value", "mixed_norms",
+           "parse_epsilons", "pgd", "run_attack"]

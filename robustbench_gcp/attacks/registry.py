@@ -4,6 +4,7 @@ adversarial images (E, N, C, H, W), one set per epsilon, inside the ε-ball and 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import NamedTuple
@@ -121,6 +122,20 @@ def epsilon_value(text: str) -> float:
         return float(Fraction(text))
     except (ValueError, ZeroDivisionError, OverflowError):
         raise AttackError(f"epsilon {text!r} is not a finite number or fraction (e.g. 0.01 or 4/255)") from None
+
+
+def attacks_by_norm(names: Sequence[str], autoattack_norm: str) -> dict[str, list[str]]:
+    """Attack (or cell) names grouped by the norm they bound: their own, or for AutoAttack's
+    attacks and stages (not in ATTACKS) the run's ``--norm``. A worst case exists within one."""
+    grouped: dict[str, list[str]] = {}
+    for name in names:
+        grouped.setdefault(ATTACKS[name].norm if name in ATTACKS else autoattack_norm, []).append(name)
+    return grouped
+
+
+def mixed_norms(grouped: dict[str, list[str]]) -> str:
+    """'L∞: linf-pgd; L2: autoattack', the words of a refusal to mix threat models."""
+    return "; ".join(f"{NORM_LABELS[norm]}: {', '.join(names)}" for norm, names in grouped.items())
 
 
 def parse_epsilons(text: str, norm: str = "linf") -> list[Epsilon]:

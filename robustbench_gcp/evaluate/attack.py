@@ -19,7 +19,17 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..attacks import ATTACKS, AttackSettings, Epsilon, attack_spec, check_attack, check_epsilons, run_attack
+from ..attacks import (
+    ATTACKS,
+    AttackSettings,
+    Epsilon,
+    attack_spec,
+    attacks_by_norm,
+    check_attack,
+    check_epsilons,
+    mixed_norms,
+    run_attack,
+)
 from ..attacks.autoattack import (
     QUERIES,
     AutoAttackError,
@@ -41,7 +51,7 @@ from ..devices import effective_precision, prepare, to_float_images
 from ..distributed import DistContext, barrier, broadcast, gather_flags, init_distributed, sum_counts
 from ..models.zoo import file_sha256
 from ..progress import Progress, progress_bar
-from ..results import DEFAULT_DB, Cell, write_json
+from ..results import DEFAULT_DB, Cell, ResultStore, write_json
 from ..rng import ImageStreams, batch_seed, image_streams
 from ..summaries import CLEAN, pack_flags, summarize_attacks, unpack_flags
 from ..version import __version__
@@ -103,6 +113,12 @@ def check_config(config: AttackEvalConfig) -> list[Epsilon]:
         if config.backend == "reference":
             check_reference_installed()
         _autoattack_settings(config).check()
+    grouped = attacks_by_norm(config.attacks, config.norm)
+    if len(grouped) > 1:
+        raise EvaluationError(f"--attacks mixes threat models ({mixed_norms(grouped)}): a worst case over them would "
+                              "mean nothing; evaluate each norm as its own run (--norm sets AutoAttack's)")
+    if config.queries < 1:
+        raise EvaluationError(f"--queries {config.queries}: pass a positive number of queries")
     eps = [Epsilon(*e) for e in config.eps]
     check_epsilons(eps, _bounding_norm(config))
     settings = AttackSettings(steps=config.steps, restarts=config.restarts, rel_stepsize=config.rel_stepsize,
@@ -124,6 +140,17 @@ def _bounding_norm(config: AttackEvalConfig) -> str:
     """The norm that bounds the run's ε (every attack runs at every ε): L∞ where any attack is an L∞ one."""
     norms = {ATTACKS[name].norm if name in ATTACKS else config.norm for name in config.attacks}
     return "linf" if "linf" in norms else "l2"
+
+
+def _check_stored_norms(store: ResultStore, identity: dict, config: AttackEvalConfig) -> None:
+    """Extending a stored run with attacks of another norm would mix threat models in its worst
+    case: refused before anything is written."""
+    stored = store.existing_run("attack", identity)
+    names = [name for name, _ in store.cells(stored) if name != CLEAN] if stored else []
+    grouped = attacks_by_norm(list(dict.fromkeys(names + list(config.attacks))), config.norm)
+    if len(grouped) > 1:
+        raise EvaluationError(f"run {stored.id} in {store.path} holds attacks of another norm ({mixed_norms(grouped)})"
+                              ": a worst case over them would mean nothing; evaluate this norm into another --db")
 
 
 def _check_model(config: AttackEvalConfig, eps: list[Epsilon], source: EvalSource) -> None:
@@ -284,6 +311,8 @@ def evaluate_attacks(config: AttackEvalConfig, progress: bool = True) -> dict:
     sha = file_sha256(config.checkpoint) if config.checkpoint else None
     store = open_store(config.db, ctx)
     identity = run_identity(config, source, sha, precision)
+    if store:
+        _check_stored_norms(store, identity, config)
     run = start_run(store, "attack", config.model, identity, config.name) if store else None
     done = broadcast(store.cells(run) if store else None, ctx)
     runner = _AttackRunner(config, model, source.clean, indices, ctx, precision)

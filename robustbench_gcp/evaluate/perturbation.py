@@ -295,10 +295,15 @@ def evaluate_perturbations(config: PerturbationEvalConfig, progress: bool = True
     size, positions = len(indices), {index: p for p, index in enumerate(indices)}
     sha = file_sha256(config.checkpoint) if config.checkpoint else None
     identity = run_identity(config, source, sha, precision, model_classes(model))
+    if config.baseline_run and not Path(config.db).is_file():
+        raise EvaluationError(f"--baseline-run {config.baseline_run}: --db {config.db} does not exist, so it holds no "
+                              "baseline run; pass the --db of the baseline's evaluation")
     store = open_store(config.db, ctx)
+    baseline = None
+    if store and config.baseline_run:  # chosen, or refused, before the run is stored
+        this = store.existing_run(KIND, identity) or Run(-1, KIND, config.model, identity)
+        baseline = find_baseline(store, config.baseline_run, [this], other_than=this)
     run = start_run(store, KIND, config.model, identity, config.name) if store else None
-    baseline = find_baseline(store, config.baseline_run, [run], other_than=run) if store and config.baseline_run \
-        else None
     sequences = _sequences(config)
     cell_keys = [(name, str(d)) for (name, _), ds in sequences.items() for d in ds]
     todo, stored = pending(store, run, cell_keys, size, merge_parts) if store else (None, {})

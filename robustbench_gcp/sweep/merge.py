@@ -23,7 +23,7 @@ import numpy as np
 
 from ..evaluate.corruption import merge_parts as merge_image_parts
 from ..evaluate.perturbation import merge_parts as merge_video_parts
-from ..results import CellPart, ResultStore
+from ..results import CellPart, ResultStore, check_results_file
 from ..stability import counts_from_bytes
 from ..summaries import unpack_flags
 from .spec import SweepError
@@ -71,7 +71,7 @@ def _read(path: Path) -> tuple[dict[str, _Run], dict[tuple, tuple], dict[tuple, 
     """(runs by key, cells by (key, name, level), parts by (key, name, level)) of one store."""
     if not path.is_file():
         raise SweepError(f"{path}: no such results store")
-    ResultStore(path)._check_tables()
+    check_results_file(path)
     db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
     try:
         rows = db.execute("SELECT id, key, kind, model, config, name, created FROM runs ORDER BY id").fetchall()

@@ -4,6 +4,7 @@ already done are found by their ids and only the rest is submitted."""
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -32,6 +33,20 @@ class RunOptions:
     wait: bool = True
     poll_s: float = 10.0
 
+    def check(self) -> None:
+        """Counts and times that would misbehave later (a NaN poll, no process at all): refused now."""
+        if self.executor not in EXECUTORS:
+            raise SweepError(f"--executor {self.executor!r}: choose one of {', '.join(EXECUTORS)}")
+        if not (math.isfinite(self.poll_s) and self.poll_s > 0):
+            raise SweepError(f"--poll {self.poll_s:g}: pass a positive number of seconds")
+        counts = {"--processes": (self.processes, 1), "--gpus": (self.gpus, 0),
+                  "--gpus-per-unit": (self.slurm.gpus_per_unit, 0), "--time": (self.slurm.time_minutes, 1),
+                  "--array-parallelism": (self.slurm.array_parallelism, 1),
+                  "--cpus-per-unit": (self.slurm.cpus_per_unit or 1, 1)}
+        for option, (value, least) in counts.items():
+            if value < least:
+                raise SweepError(f"{option} {value}: pass {least} or more")
+
 
 @dataclass
 class SweepOutcome:
@@ -52,8 +67,7 @@ def check_checkpoints(sweep: Sweep) -> None:
 
 
 def run_sweep(sweep_file: Path, out: Path, options: RunOptions) -> SweepOutcome:
-    if options.executor not in EXECUTORS:
-        raise SweepError(f"--executor {options.executor!r}: choose one of {', '.join(EXECUTORS)}")
+    options.check()
     sweep = read_sweep(sweep_file)
     missing = missing_paths(sweep)
     if missing:
