@@ -7,6 +7,9 @@ the file or argument at fault and the fix in the message.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 
 class Error(Exception):
     """A bad input, file or setting, reported to the user in one line."""
@@ -14,3 +17,14 @@ class Error(Exception):
 
 class UsageError(Error, ValueError):
     """A command-line argument or combination of arguments that cannot work."""
+
+
+def did_you_mean(name: str, candidates: Iterable[str], limit: int = 3) -> str:
+    """' (did you mean a, b?)' for the names closest to a mistyped ``name`` (case-insensitive;
+    names that contain it, like cifar_resnet20_gap for resnet20, first), else ''."""
+    by_lower = {c.lower(): c for c in candidates}
+    key = name.lower()
+    containing = [c for lower, c in by_lower.items() if key in lower and key != lower]
+    close = [by_lower[c] for c in difflib.get_close_matches(key, list(by_lower), n=limit, cutoff=0.6)]
+    found = list(dict.fromkeys(sorted(containing, key=len) + close))[:limit]
+    return f" (did you mean {', '.join(found)}?)" if found else ""

@@ -127,3 +127,18 @@ def test_a_refused_baseline_leaves_the_store_as_it_was(tmp_path, cifar_test_dir,
                                  "NEW"), "nosuchrun")
     assert db.read_bytes() == stored
     assert [r.name for r in ResultStore(db).runs()] == [None]
+
+
+def test_autoattack_refused_for_too_few_classes_creates_no_store(tmp_path, cifar_test_dir):
+    from conftest import copy_per_class
+
+    few = tmp_path / "five"
+    copy_per_class(cifar_test_dir, tmp_path / "all", 2)
+    few.mkdir()
+    for folder in sorted((tmp_path / "all").iterdir())[:5]:
+        folder.rename(few / folder.name)
+    db = tmp_path / "r.sqlite"
+    _one_line(run_cli_in_process("eval-attack", "--model", "cifar_resnet20_gap", "--num-classes", "5", "--data",
+                                 str(few), "--attacks", "autoattack", "--eps", "8/255", "--db", str(db)),
+              "apgd-t")
+    assert not db.exists()

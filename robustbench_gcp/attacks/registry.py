@@ -12,7 +12,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from ..errors import Error
+from ..errors import Error, did_you_mean
 from ..rng import Draws, ImageStreams, Randomness
 from .autoattack import COMPONENTS, VERSIONS, is_autoattack, stages
 from .native import pgd, random_starts
@@ -106,7 +106,8 @@ ATTACK_CELLS = (*ATTACKS, *COMPONENTS, *(cell for version in VERSIONS for cell, 
 def check_attack(name: str) -> None:
     """A name ``--attacks`` takes: a PGD/foolbox attack, an AutoAttack version or one of its attacks."""
     if name not in ATTACK_NAMES:
-        raise AttackError(f"unknown attack {name!r}; valid attacks: {', '.join(ATTACK_NAMES)}")
+        raise AttackError(f"unknown attack {name!r}{did_you_mean(name, ATTACK_NAMES)}; valid attacks: "
+                          f"{', '.join(ATTACK_NAMES)}")
 
 
 def attack_spec(name: str) -> AttackSpec:
@@ -163,9 +164,10 @@ def check_epsilons(epsilons: list[Epsilon], norm: str = "linf", input_size: int 
     for text, value in epsilons:
         if not (math.isfinite(value) and 0 <= value <= bound):
             box = f"{input_size}×{input_size}-px images" if input_size and norm == "l2" else "images"
-            raise AttackError(f"--eps {text} = {value:g} is outside [0, {bound:.4g}]: {NORM_LABELS[norm]} budgets run "
-                              f"up to the diameter of the [0, 1] box of {box}, whose ball holds every image; pass "
-                              "budgets in that range (fractions allowed, e.g. 8/255)")
+            meant = f" (did you mean {text}/255?)" if norm == "linf" and 1 < value <= 255 else ""
+            raise AttackError(f"--eps {text} = {value:g} is outside [0, {bound:.4g}]{meant}: {NORM_LABELS[norm]} "
+                              f"budgets run up to the diameter of the [0, 1] box of {box}, whose ball holds every "
+                              "image; pass budgets in that range (fractions allowed, e.g. 8/255)")
     if len({text for text, _ in epsilons}) != len(epsilons):
         raise AttackError(f"--eps names an epsilon twice: {', '.join(text for text, _ in epsilons)}")
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from ..errors import Error
+from ..errors import Error, did_you_mean
 from ..rng import Draws, Randomness
 from . import blur, digital, noise, ops, spatter, weather
 from .params import MIN_SIZE, PARAMETERS, PROTOCOLS
@@ -53,7 +53,8 @@ def names(subset: str = "common") -> list[str]:
 
 def check_name(name: str) -> None:
     if name not in _FUNCTIONS:
-        raise CorruptionError(f"unknown corruption {name!r}; valid names: {', '.join(names('all'))}")
+        raise CorruptionError(f"unknown corruption {name!r}{did_you_mean(name, names('all'))}; valid names: "
+                              f"{', '.join(names('all'))}")
 
 
 def check_images(images: Tensor, protocol: str, values: bool = True) -> None:

@@ -80,11 +80,25 @@ def open_checked_source(kind: str, data: Path, model: nn.Module, model_name: str
         raise EvaluationError(str(error)) from None
     classes = model_classes(model)
     if source.num_classes != classes:
+        deeper = _class_folders_below(Path(data), classes)
+        if deeper:
+            raise EvaluationError(f"{data} has {source.num_classes} class folders but {model_name} outputs {classes}; "
+                                  f"did you mean --data {deeper}? (it holds {classes} class folders)")
         raise EvaluationError(
             f"{data} has {source.num_classes} classes but {model_name} outputs {classes}; pass "
             "--num-classes, or --class-index to map a subset of ImageNet class folders to model outputs"
         )
     return source
+
+
+def _class_folders_below(data: Path, classes: int) -> Path | None:
+    """A subfolder of ``data`` with ``classes`` class folders: the level the user probably meant."""
+    if not data.is_dir():
+        return None
+    for folder in sorted(p for p in data.iterdir() if p.is_dir()):
+        if sum(1 for p in folder.iterdir() if p.is_dir()) == classes:
+            return folder
+    return None
 
 
 def selected_indices(source: EvalSource, limit: int | None, seed: int) -> list[int]:

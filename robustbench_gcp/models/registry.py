@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from ..errors import Error
+from ..errors import Error, did_you_mean
 from .normalize import IMAGENET_MEAN, IMAGENET_STD, Normalize
 
 TORCHVISION_PREFIX = "torchvision:"
@@ -34,6 +34,13 @@ class ArchitectureInfo:
 
 _ARCHITECTURES: dict[str, ArchitectureInfo] = {}
 _ALIASES: dict[str, str] = {}
+_OTHER_NAMES: list[str] = []  # further names a model can go by (checkpoint records), for suggestions
+
+
+def register_other_names(names: list[str]) -> None:
+    """Names that are not architectures but that ``--model`` takes (the zoo's checkpoint
+    records), so a mistyped one gets a suggestion among them too."""
+    _OTHER_NAMES.extend(names)
 
 
 class UnknownModelError(Error, KeyError):
@@ -123,8 +130,7 @@ def architecture_info(name: str) -> ArchitectureInfo:
         return _torchvision_info(name)
     key = _ALIASES.get(name, name)
     if key not in _ARCHITECTURES:
-        close = difflib.get_close_matches(name, list_models(include_aliases=True), n=5, cutoff=0.5)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        hint = did_you_mean(name, [*list_models(include_aliases=True), *_OTHER_NAMES])
         raise UnknownModelError(
             f"unknown architecture {name!r}{hint}. `gcp-robust models` lists all names."
         )

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import Error
-from .registry import architecture_info, build_architecture, list_models
+from .registry import architecture_info, build_architecture, list_models, register_other_names
 
 
 @dataclass(frozen=True)
@@ -99,6 +99,7 @@ def _build_records() -> dict[str, CheckpointRecord]:
 
 
 CHECKPOINTS: dict[str, CheckpointRecord] = _build_records()
+register_other_names(list(CHECKPOINTS))
 
 
 def checkpoint_record(name: str) -> CheckpointRecord | None:

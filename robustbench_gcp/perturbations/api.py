@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from ..corruptions.api import CorruptionError
+from ..errors import did_you_mean
 from ..rng import Draws, ImageStreams, Randomness, image_streams
 from ..stability import DIFFICULTIES, NOISE_PERTURBATIONS, ORDER, TEST_PERTURBATIONS, VALIDATION_PERTURBATIONS
 from .params import PROTOCOLS, SPECS, ProtocolSpec
@@ -30,7 +31,8 @@ def names(subset: str = "test", protocol: str = "imagenet-p") -> list[str]:
 
 def check_name(name: str) -> None:
     if name not in GENERATORS:
-        raise PerturbationError(f"unknown perturbation {name!r}; valid names: {', '.join(names('all'))}")
+        raise PerturbationError(f"unknown perturbation {name!r}{did_you_mean(name, names('all'))}; valid names: "
+                                f"{', '.join(names('all'))}")
 
 
 def spec(protocol: str) -> ProtocolSpec:
