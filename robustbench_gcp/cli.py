@@ -209,9 +209,9 @@ def _print_own_run(summary: dict, db: Path, table: Callable) -> None:
     """The table of the run an evaluation made (rank 0; other ranks get no summary)."""
     if not summary:
         return
-    from .results import ResultStore
+    from .results import AskedCells, ResultStore
 
-    store = ResultStore(db)
+    store = AskedCells(ResultStore(db), summary["run_id"], summary["asked"])
     print(table(store, [store.get(summary["run_id"])]))
     if summary["skipped_unreadable"]:
         print(f"skipped {summary['skipped_unreadable']} unreadable images (use --strict to fail instead)")
@@ -236,7 +236,7 @@ def _cmd_eval_corruption(args: argparse.Namespace) -> None:
 def _cmd_eval_perturbation(args: argparse.Namespace) -> None:
     from .evaluate.perturbation import PerturbationEvalConfig, evaluate_perturbations
     from .report import perturbation_table
-    from .results import ResultStore
+    from .results import AskedCells, ResultStore
 
     config = PerturbationEvalConfig(
         model=args.model, data=Path(args.data), checkpoint=_path(args.checkpoint), num_classes=args.num_classes,
@@ -248,7 +248,7 @@ def _cmd_eval_perturbation(args: argparse.Namespace) -> None:
     )
     summary = evaluate_perturbations(config, progress=not args.quiet)
     if summary:
-        store = ResultStore(config.db)
+        store = AskedCells(ResultStore(config.db), summary["run_id"], summary["asked"])
         baseline = store.get(summary["baseline"]["run_id"]) if summary["baseline"] else None
         print(perturbation_table(store, [store.get(summary["run_id"])], baseline=baseline,
                                  difficulties=summary["difficulties"]))

@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -322,6 +322,22 @@ def _renumbered_runs(db: sqlite3.Connection, schema: str) -> None:
     db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('runs', ?)", (highest,))
     for table in ("cells", "parts"):
         db.execute(f"DELETE FROM {table} WHERE run_id NOT IN (SELECT id FROM runs)")
+
+
+class AskedCells:
+    """A store seen through one command's request: the cells of run ``run_id`` it asked for,
+    so a command's own output covers what it asked, while other cells of the same identity stay
+    in the store (and in ``table``)."""
+
+    def __init__(self, store: ResultStore, run_id: int, asked: Iterable[tuple[str, str]]) -> None:
+        self.store, self.run_id, self.asked = store, run_id, {tuple(key) for key in asked}
+
+    def cells(self, run: Run) -> dict[tuple[str, str], Cell]:
+        found = self.store.cells(run)
+        return found if run.id != self.run_id else {k: c for k, c in found.items() if k in self.asked}
+
+    def __getattr__(self, name: str):
+        return getattr(self.store, name)
 
 
 def write_json(path: str | Path, summary: Mapping) -> None:

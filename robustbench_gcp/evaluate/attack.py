@@ -51,7 +51,7 @@ from ..devices import effective_precision, prepare, to_float_images
 from ..distributed import DistContext, barrier, broadcast, gather_flags, init_distributed, sum_counts
 from ..models.zoo import file_sha256
 from ..progress import Progress, progress_bar
-from ..results import DEFAULT_DB, Cell, ResultStore, write_json
+from ..results import DEFAULT_DB, AskedCells, Cell, ResultStore, write_json
 from ..rng import ImageStreams, batch_seed, image_streams
 from ..summaries import CLEAN, pack_flags, summarize_attacks, unpack_flags
 from ..version import __version__
@@ -345,11 +345,13 @@ def evaluate_attacks(config: AttackEvalConfig, progress: bool = True) -> dict:
     bar.close()
     if not store:
         return {}
-    cells = store.cells(run)
+    wanted = [CLEAN] + [(name, e.text) for attack in config.attacks for name, _ in _stages(attack, config)
+                        for e in eps]
+    cells = AskedCells(store, run.id, wanted).cells(run)
     summary = summarize_attacks(run, cells)
     summary["report"] = [flag.as_dict() for flag in flags + run_flags(summary, cells, len(indices), config.norm)]
     for flag in summary["report"]:
         warnings.warn(f"{flag['name']}: {flag['message']}", stacklevel=2)
     if config.json:
         write_json(config.json, summary)
-    return {**summary, "run_id": run.id}
+    return {**summary, "run_id": run.id, "asked": wanted}

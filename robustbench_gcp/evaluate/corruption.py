@@ -28,7 +28,7 @@ from ..devices import as_model_input, autocast, effective_precision, prepare, to
 from ..distributed import DistContext, barrier, broadcast, init_distributed
 from ..models.zoo import file_sha256
 from ..progress import Progress, progress_bar
-from ..results import DEFAULT_DB, Cell, CellPart, write_json
+from ..results import DEFAULT_DB, AskedCells, Cell, CellPart, write_json
 from ..rng import image_streams
 from ..summaries import CLEAN, pack_flags, summarize_corruptions, unpack_flags
 from ..version import __version__
@@ -309,7 +309,8 @@ def evaluate_corruptions(config: CorruptionEvalConfig, progress: bool = True) ->
     bar.close()
     if not store or config.shard:  # a shard's cells become whole in the merged store
         return {"run_id": run.id} if store else {}
-    summary = summarize_corruptions(run, store.cells(run), config.corruptions)
+    asked = AskedCells(store, run.id, wanted)
+    summary = summarize_corruptions(run, asked.cells(run), config.corruptions)
     if config.json:
         write_json(config.json, summary)
-    return {**summary, "run_id": run.id}
+    return {**summary, "run_id": run.id, "asked": wanted}

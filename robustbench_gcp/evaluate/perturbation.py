@@ -31,7 +31,7 @@ from ..perturbations import PROTOCOLS, names, perturb_to_uint8, sequence_length,
 from ..perturbations import spec as protocol_spec
 from ..perturbations.api import check_name
 from ..progress import Progress, progress_bar
-from ..results import DEFAULT_DB, Cell, CellPart, ResultStore, Run, write_json
+from ..results import DEFAULT_DB, AskedCells, Cell, CellPart, ResultStore, Run, write_json
 from ..stability import (
     DEFAULT_DIFFICULTIES,
     DIFFICULTIES,
@@ -339,11 +339,11 @@ def evaluate_perturbations(config: PerturbationEvalConfig, progress: bool = True
     if not store or config.shard:  # a shard's cells become whole in the merged store
         return {"run_id": run.id} if store else {}
     baseline_cells = store.cells(baseline) if baseline else None
-    summary = summarize_perturbations(run, store.cells(run), config.perturbations, config.difficulties,
-                                      baseline, baseline_cells)
+    summary = summarize_perturbations(run, AskedCells(store, run.id, cell_keys).cells(run), config.perturbations,
+                                      config.difficulties, baseline, baseline_cells)
     if config.json:
         write_json(config.json, summary)
-    return {**summary, "run_id": run.id}
+    return {**summary, "run_id": run.id, "asked": cell_keys}
 
 
 def _part(name: str, difficulty: int, counts: np.ndarray, covered: np.ndarray) -> CellPart:

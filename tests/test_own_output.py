@@ -1,0 +1,48 @@
+"""A command's output (terminal and --json) covers the cells it asked for; the other cells of the
+same run identity stay in the store and show in `table`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import run_cli_in_process
+
+
+def _run(*args: str):
+    result = run_cli_in_process(*args)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_each_command_reports_what_it_asked_for_and_table_shows_everything(tmp_path, cifar_test_dir, resnet20_file):
+    db = str(tmp_path / "r.sqlite")
+    model = ["--model", "CIFAR10_ResNet20_GAP", "--checkpoint", str(resnet20_file), "--data", str(cifar_test_dir),
+             "--workers", "0", "--quiet", "--db", db]
+    corruption = ["eval-corruption", *model, "--limit", "40", "--severities", "1,2"]
+    _run(*corruption, "--corruptions", "glass_blur")
+    second = _run(*corruption, "--corruptions", "motion_blur", "--json", str(tmp_path / "mb.json"))
+    summary = json.loads((tmp_path / "mb.json").read_text())
+    assert list(summary["errors"]) == ["motion_blur"]
+    ran = [e for e in summary["errors"]["motion_blur"] if e is not None]
+    assert len(ran) == 2 and summary["mean_error"] == pytest.approx(sum(ran) / 2, abs=1e-3)  # glass_blur left out
+    assert "motion_blur" in second.stdout and "glass_blur" not in second.stdout
+
+    attack = ["eval-attack", *model, "--limit", "16", "--attacks", "linf-pgd", "--steps", "2"]
+    _run(*attack, "--eps", "1/255")
+    second = _run(*attack, "--eps", "2/255", "--json", str(tmp_path / "pgd.json"))
+    summary = json.loads((tmp_path / "pgd.json").read_text())
+    assert list(summary["robust_accuracy"]["linf-pgd"]) == ["2/255"] and list(summary["worst_case"]) == ["2/255"]
+    assert "eps 2/255" in second.stdout and "eps 1/255" not in second.stdout
+
+    perturbation = ["eval-perturbation", *model, "--limit", "4"]
+    _run(*perturbation, "--perturbations", "brightness")
+    second = _run(*perturbation, "--perturbations", "rotate", "--json", str(tmp_path / "p.json"))
+    summary = json.loads((tmp_path / "p.json").read_text())
+    assert list(summary["flip_probability"]) == ["rotate"]
+    assert "rotate" in second.stdout and "brightness" not in second.stdout
+
+    table = _run("table", "--db", db).stdout
+    for name in ("glass_blur", "motion_blur", "eps 1/255", "eps 2/255", "brightness", "rotate"):
+        assert name in table, name
