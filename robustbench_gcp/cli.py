@@ -13,6 +13,7 @@ import json
 import os
 import re
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -813,10 +814,19 @@ def build_parser(only: str | None = "") -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(command: str) -> Callable[..., str]:
+    """Warnings for the user as one line, like the errors: what happened, not where in the code."""
+    def format_warning(message, category, filename, lineno, line=None) -> str:
+        return f"gcp-robust {command}: warning: {str(message).replace(chr(10), ' ')}\n"
+
+    return format_warning
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = build_parser().parse_known_args(argv)[0].command
     args = build_parser(command).parse_args(argv)
+    warnings.formatwarning = _one_line_warning(command)
     try:
         status = args.command_function(args) or 0
         sys.stdout.flush()

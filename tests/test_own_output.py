@@ -46,3 +46,16 @@ def test_each_command_reports_what_it_asked_for_and_table_shows_everything(tmp_p
     table = _run("table", "--db", db).stdout
     for name in ("glass_blur", "motion_blur", "eps 1/255", "eps 2/255", "brightness", "rotate"):
         assert name in table, name
+
+
+def test_warnings_are_one_line_without_a_source_location(tmp_path, cifar_test_dir):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "robustbench_gcp.cli", "eval-corruption", "--model",
+                           "cifar_resnet20_gap", "--data", str(cifar_test_dir), "--limit", "10", "--corruptions", "fog",
+                           "--severities", "1", "--workers", "0", "--quiet", "--db", str(tmp_path / "r.sqlite")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines() == ["gcp-robust eval-corruption: warning: no --checkpoint given: evaluating "
+                                        "cifar_resnet20_gap with random weights (seed 0)"]

@@ -59,8 +59,8 @@ def model_flags(model: nn.Module, images: Tensor, labels: Tensor) -> list[Flag]:
         share = float((~torch.isfinite(per_sample) | (per_sample == 0)).float().mean()) * 100
         flags.append(Flag("zero_gradients", f"{share:.0f} % of the checked images have zero or non-finite input "
                           "gradients: gradient attacks learn nothing there, so robust accuracy is overstated "
-                          "(gradient masking); trust the black-box square attack's numbers and look for "
-                          "non-differentiable or saturating layers"))
+                          "(gradient masking); compare with a black-box attack (--attacks square, the last "
+                          "stage of autoattack) and look for non-differentiable or saturating layers"))
     return flags
 
 
