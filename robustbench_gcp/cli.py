@@ -356,14 +356,14 @@ def _cmd_plot(args: argparse.Namespace) -> None:
 
 
 def _cmd_runs(args: argparse.Namespace) -> None:
-    from .report import run_labels, runs_table
+    from .report import runs_table
 
     store = _open_db(args.db)
     if args.delete:
         for selector in args.delete:
-            for run in store.find(selector):
-                label = run_labels([run])[0]
-                print(f"deleted run {run.id} ({label}) and its {store.delete(run)} cells")
+            for run_id, name, cells in store.delete(selector):
+                label = f" ({' '.join(name.split())})" if name else ""
+                print(f"deleted run {run_id}{label} and its {cells} cells")
         return
     runs = store.runs(models=args.model)
     if not runs:

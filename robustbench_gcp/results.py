@@ -233,12 +233,20 @@ class ResultStore:
             raise ResultsError(f"{self.path} has no run with id or name {selector!r}; `gcp-robust runs` lists them")
         return found
 
-    def delete(self, run: Run) -> int:
-        """Remove a run and its cells; returns the number of cells removed."""
+    def delete(self, selector: str) -> list[tuple[int, str | None, int]]:
+        """Remove the runs with this id or --name label and their cells, without reading their
+        configurations (so a damaged one can go too); (id, label, cells removed) of each."""
         with self._connect() as db:
-            removed = db.execute("DELETE FROM cells WHERE run_id = ?", (run.id,)).rowcount
-            db.execute("DELETE FROM parts WHERE run_id = ?", (run.id,))
-            db.execute("DELETE FROM runs WHERE id = ?", (run.id,))
+            rows = db.execute("SELECT id, name FROM runs WHERE CAST(id AS TEXT) = ? OR name = ? ORDER BY id",
+                              (selector, selector)).fetchall()
+            if not rows:
+                raise ResultsError(f"{self.path} has no run with id or name {selector!r}; `gcp-robust runs` lists them")
+            removed = []
+            for run_id, name in rows:
+                cells = db.execute("DELETE FROM cells WHERE run_id = ?", (run_id,)).rowcount
+                db.execute("DELETE FROM parts WHERE run_id = ?", (run_id,))
+                db.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+                removed.append((run_id, name, cells))
         return removed
 
     def add_cell(self, run: Run, cell: Cell) -> None:

@@ -7,10 +7,10 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from .attacks import ATTACK_CELLS, epsilon_value
+from .attacks import ATTACK_CELLS, attacks_by_norm, epsilon_value, mixed_norms
 from .corruptions import names
 from .metrics import mce, mean_error, relative_mce
-from .results import Cell, Run
+from .results import Cell, ResultsError, Run
 from .stability import (
     ORDER,
     TEST_PERTURBATIONS,
@@ -33,6 +33,41 @@ def pack_flags(flags: np.ndarray) -> bytes:
 def unpack_flags(mask: bytes) -> np.ndarray:
     """Flags back from ``pack_flags``; the padding bits are 0, so they never count as robust."""
     return np.unpackbits(np.frombuffer(mask, dtype=np.uint8)).astype(bool)
+
+
+class DamagedCellError(ResultsError):
+    """A stored cell whose per-image outcomes do not fit its counts: the database was damaged."""
+
+
+def _outcome_problem(run: Run, cell: Cell) -> str | None:
+    """What is wrong with a stored cell's mask, if anything: perturbation cells keep per-video
+    counts (3 × int32 per video, at least one frame pair each, no more flips than pairs), the
+    others one bit per image of the subset (``n`` evaluated plus ``skipped`` unreadable)."""
+    if cell.mask is None:  # databases written before masks were stored
+        return None
+    if run.kind != "perturbation":
+        need = -(-(cell.n + cell.skipped) // 8)
+        return None if len(cell.mask) == need else \
+            f"a {len(cell.mask)}-byte outcome mask where its {cell.n + cell.skipped} images need {need} bytes"
+    if len(cell.mask) != 12 * cell.n:
+        return f"{len(cell.mask)} bytes of per-video counts where its {cell.n} videos need {12 * cell.n}"
+    flips, distance, pairs = counts_from_bytes(cell.mask).T
+    if (pairs < 1).any() or (flips < 0).any() or (flips > pairs).any() or (distance < 0).any() \
+            or (distance > 15 * pairs).any():
+        return "per-video counts no evaluation writes (a video without frame pairs, or more flips than pairs)"
+    return None
+
+
+def check_outcomes(run: Run, cells: Mapping[tuple[str, str], Cell]) -> None:
+    """Refuse a run whose stored per-image outcomes do not fit its counts, before any of them
+    turns into a number or a paired test."""
+    for cell in cells.values():
+        problem = _outcome_problem(run, cell)
+        if problem:
+            raise DamagedCellError(
+                f"run {run.id}: its stored cell {cell.name}/{cell.level} has {problem}; the results database is "
+                f"damaged: restore it from a copy, or delete the run with gcp-robust runs --delete {run.id} and "
+                "evaluate it again")
 
 
 def _skipped(run: Run, cells: Mapping[tuple[str, str], Cell]) -> int:
@@ -103,6 +138,8 @@ def summarize_corruptions(run: Run, cells: Mapping[tuple[str, str], Cell], corru
                           confidence: float | None = DEFAULT_CONFIDENCE) -> dict:
     """The JSON summary of a corruption run (percent; mCE fields null unless all 15×5 ran on
     ImageNet-sized data), with ``<metric>_ci`` intervals at ``confidence`` (None: none)."""
+    check_outcomes(run, cells)
+
     def rate(cell: Cell | None) -> float | None:
         return round(100 * cell.top1_error, 4) if cell and cell.n else None
 
@@ -137,6 +174,7 @@ def summarize_attacks(run: Run, cells: Mapping[tuple[str, str], Cell],
                       confidence: float | None = DEFAULT_CONFIDENCE) -> dict:
     """The JSON summary of an attack run (percent; eps keys as given), with Wilson intervals
     (``<metric>_ci``) at ``confidence`` (None: none); the worst case is a proportion too."""
+    check_outcomes(run, cells)
     clean = cells.get(CLEAN)
     n = clean.n if clean else 0
     attacks = [a for a in ATTACK_CELLS if any(name == a for name, _ in cells)]
@@ -147,9 +185,11 @@ def summarize_attacks(run: Run, cells: Mapping[tuple[str, str], Cell],
 
     robust = {a: {lv: accuracy(cells[a, lv]) for lv in levels if (a, lv) in cells} for a in attacks}
     worst, worst_robust = {}, {}
-    for level in levels:
-        masks = [unpack_flags(cells[a, level].mask) for a in attacks if (a, level) in cells]
-        if masks and n:
+    grouped = attacks_by_norm(attacks, run.config.get("norm", "linf"))
+    for level in levels if len(grouped) == 1 else ():  # no worst case across threat models
+        masks = [cells[a, level].mask for a in attacks if (a, level) in cells]
+        if masks and n and None not in masks:  # older databases kept no per-sample outcomes
+            masks = [unpack_flags(mask) for mask in masks]
             worst_robust[level] = int(np.logical_and.reduce(masks).sum())
             worst[level] = round(100 * worst_robust[level] / n, 4)
     intervals = {}
@@ -170,6 +210,7 @@ def summarize_attacks(run: Run, cells: Mapping[tuple[str, str], Cell],
         "clean_accuracy": accuracy(clean) if clean else None,
         "robust_accuracy": robust,
         "worst_case": worst,
+        **({"worst_case_refused": f"attacks of several norms ({mixed_norms(grouped)})"} if len(grouped) > 1 else {}),
         "skipped_unreadable": _skipped(run, cells),
         **intervals,
     }
@@ -216,6 +257,9 @@ def summarize_perturbations(run: Run, cells: Mapping[tuple[str, str], Cell], per
     (``rates_over_difficulties``): with difficulty 1 alone, ImageNet-P test.py's default, they
     are the published kind. Without ``difficulties``: those every stored perturbation has, so
     that all sums run over the same ones."""
+    check_outcomes(run, cells)
+    if baseline is not None and baseline_cells is not None:
+        check_outcomes(baseline, baseline_cells)
     perturbations = list(perturbations) or [p for p in ORDER if any(name == p for name, _ in cells)]
     if not difficulties:
         stored = [{int(level) for name, level in cells if name == p} for p in perturbations]

@@ -4,7 +4,6 @@ L∞ budget over 1 gets k/255, and --data one level above the class folders gets
 from __future__ import annotations
 
 import pytest
-
 from conftest import run_cli_in_process, shared_path
 
 

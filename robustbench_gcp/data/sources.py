@@ -20,6 +20,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_datas
 
 from ..corruptions import names as corruption_names
 from ..corruptions.api import is_severity
+from .arrays import check_pixels, check_scaled, load_array, read_labels
 from .decode import Geometry, pil_decode
 from .folders import RESIZE_FROM, DatasetError, _balanced_indices, eval_geometry, eval_transform
 
@@ -163,18 +164,40 @@ class EvalSource:
             check_image_sizes(self.clean, indices, self.input_size)
 
     def check_cell(self, corruption: str, severity: int) -> None:
-        """That a released cell exists, so a run is refused before its first cell rather than mid-way."""
-        if not is_severity(severity):
-            raise DatasetError(f"severity must be an integer from 1 to 5, got {severity!r}")
-        if self.kind == "imagenet-c" and not (self.root / corruption / str(severity)).is_dir():
-            raise DatasetError(f"{self.root / corruption / str(severity)} is missing from the ImageNet-C tree")
-        if self.kind == "cifar10-c":
-            path = self.root / f"{corruption}.npy"
-            if not path.is_file():
-                raise DatasetError(f"CIFAR-10-C file {path} is missing")
-            rows = np.load(path, mmap_mode="r").shape[0]
-            if rows < 5 * len(self.base_targets):
-                raise DatasetError(f"{path} holds {rows} images, expected 5 severities × {len(self.base_targets)}")
+        """That a released cell exists and fits the other cells, so a run is refused before its
+        first cell rather than mid-way (opening a cell lists its files or maps its array)."""
+        self.cell(corruption, severity)
+
+    def _cell_samples(self, corruption: str, severity: int) -> list[tuple[str, int]]:
+        """An ImageNet-C cell's files, checked to be the images of the tree's other cells."""
+        folder = self.root / corruption / str(severity)
+        if not folder.is_dir():
+            raise DatasetError(f"{folder} is missing from the ImageNet-C tree")
+        samples, _ = folder_samples(folder, self.class_index)
+        if len(samples) != len(self.base_targets):
+            raise DatasetError(f"{folder} holds {len(samples)} images where the other cells of {self.root} hold "
+                               f"{len(self.base_targets)}; restore the missing files from the release")
+        if [label for _, label in samples] != self.base_targets:
+            raise DatasetError(f"{folder} holds other classes than the other cells of {self.root}")
+        return samples
+
+    def _cell_array(self, corruption: str) -> np.ndarray:
+        """A CIFAR-10-C corruption's images, checked: uint8 (5 severities × N, size, size, 3), the
+        N of labels.npy, at the model's input size (the arrays are not resized)."""
+        path = self.root / f"{corruption}.npy"
+        if not path.is_file():
+            raise DatasetError(f"CIFAR-10-C file {path} is missing")
+        images = load_array(path)
+        check_pixels(images, path)
+        size, count = self.input_size, len(self.base_targets)
+        if images.ndim != 4 or images.shape[1:] != (size, size, 3):
+            raise DatasetError(f"{path} has shape {images.shape}, expected (images, {size}, {size}, 3): RGB images "
+                               f"at the model's {size}-px input size")
+        if images.shape[0] != 5 * count:
+            raise DatasetError(f"{path} holds {images.shape[0]} images where labels.npy describes 5 severities × "
+                               f"{count} = {5 * count}; the arrays and labels.npy must come from the same release")
+        check_scaled(images, path)
+        return images
 
     def subset(self, limit: int | None, seed: int) -> list[int]:
         """The fixed, class-balanced, seeded indices every cell evaluates."""
@@ -184,17 +207,15 @@ class EvalSource:
 
     def cell(self, corruption: str, severity: int) -> Dataset:
         """The released corrupted images of one cell (on-the-fly sources corrupt the clean set)."""
-        self.check_cell(corruption, severity)
+        if not is_severity(severity):
+            raise DatasetError(f"severity must be an integer from 1 to 5, got {severity!r}")
         if self.on_the_fly:
             return self.clean
         if self.kind == "imagenet-c":
-            folder = self.root / corruption / str(severity)
-            samples, _ = folder_samples(folder, self.class_index)
-            if [label for _, label in samples] != self.base_targets:
-                raise DatasetError(f"{folder} does not hold the same images as the other cells of {self.root}")
-            return ImageFiles(samples, self.geometry(corrupted=True).pil_transform(), self.input_size)
-        images = np.load(self.root / f"{corruption}.npy", mmap_mode="r")
-        return ArrayImages(images, np.asarray(self.base_targets), offset=(severity - 1) * len(self.base_targets))
+            return ImageFiles(self._cell_samples(corruption, severity), self.geometry(corrupted=True).pil_transform(),
+                              self.input_size)
+        return ArrayImages(self._cell_array(corruption), np.asarray(self.base_targets),
+                           offset=(severity - 1) * len(self.base_targets))
 
 
 def open_source(kind: str, root: str | Path, input_size: int, clean_root: str | Path | None = None,
@@ -221,6 +242,9 @@ def open_source(kind: str, root: str | Path, input_size: int, clean_root: str | 
             raise DatasetError(f"{root} is not a released ImageNet-C tree: no <corruption>/<severity> folder "
                                "(layout <corruption>/<severity>/<wnid>/<image>)")
         samples, count = folder_samples(present[0], class_index)
+        if clean is not None and clean.targets != [label for _, label in samples]:
+            raise DatasetError(f"--clean-data {clean_root} does not hold the same images as {present[0]} (other "
+                               "classes or counts); pass the clean set the ImageNet-C tree was made from")
         # the first cell's files and every cell folder (3.75 M files are too many to stat each run)
         fingerprint = files_fingerprint([*clean_files, *(path for path, _ in samples), *present])
         return EvalSource(kind, root, input_size, clean, count, [label for _, label in samples], class_index,
@@ -228,8 +252,14 @@ def open_source(kind: str, root: str | Path, input_size: int, clean_root: str | 
     labels_path = root / "labels.npy"
     if not labels_path.is_file():
         raise DatasetError(f"{root} is not a CIFAR-10-C folder: {labels_path} is missing")
-    labels = np.load(labels_path)
+    labels = read_labels(labels_path)
     per_severity = len(labels) // 5
+    if len(labels) % 5 or (labels.reshape(5, per_severity) != labels[:per_severity]).any():
+        raise DatasetError(f"{labels_path} holds {len(labels)} labels that are not the same N labels once per "
+                           "severity (5 × N), as the released CIFAR-10-C labels.npy")
+    if clean is not None and len(clean) != per_severity:
+        raise DatasetError(f"--clean-data {clean_root} holds {len(clean)} images but the CIFAR-10-C arrays in {root} "
+                           f"hold {per_severity} per severity; pass the clean set they were made from")
     fingerprint = files_fingerprint([*clean_files, *sorted(root.glob("*.npy"))])
-    return EvalSource(kind, root, input_size, clean, int(labels.max()) + 1, labels[:per_severity].astype(int).tolist(),
+    return EvalSource(kind, root, input_size, clean, int(labels.max()) + 1, labels[:per_severity].tolist(),
                       fingerprint=fingerprint)

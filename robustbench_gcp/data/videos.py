@@ -21,6 +21,8 @@ from torch.utils.data import Dataset
 from ..fileio import atomic_write_bytes
 from ..perturbations import PROTOCOLS, sequence_length
 from ..perturbations import spec as protocol_spec
+from ..stability import DIFFICULTIES, NOISE_PERTURBATIONS, ORDER
+from .arrays import check_pixels, check_scaled, load_array, read_labels
 from .decode import Geometry
 from .folders import DatasetError, _balanced_indices
 from .sources import ImageFiles, files_fingerprint, folder_samples
@@ -120,9 +122,10 @@ class VideoSource:
     input_size: int
     clean: ImageFiles | None
     base_targets: list[int]
-    samples: list[Path]  # released videos of the first sequence, relative to its folder (ImageNet-P)
+    samples: list[Path]  # released videos of the reference sequence, relative to its folder (ImageNet-P)
     fingerprint: str = ""
     class_index: dict[str, int] | None = None
+    reference: Path | None = None  # the ImageNet-P sequence folder holding the most videos
 
     @property
     def on_the_fly(self) -> bool:
@@ -148,28 +151,47 @@ class VideoSource:
         if self.kind == "cifar10-p":
             if not path.is_file():
                 raise DatasetError(f"CIFAR-10-P file {path} is missing{hint}")
-            shape = np.load(path, mmap_mode="r").shape
-            size = protocol_spec(self.protocol).size
-            if len(shape) != 5 or shape[0] != len(self.base_targets) or shape[2:] != (size, size, 3):
-                raise DatasetError(f"{path} has shape {shape}, expected ({len(self.base_targets)}, frames, {size}, "
-                                   f"{size}, 3) for {self.protocol}")
+            videos = video_array(path, self.protocol)
+            shape = videos.shape
+            if shape[0] != len(self.base_targets):
+                raise DatasetError(f"{path} holds {shape[0]} videos where the other files of {self.root} hold "
+                                   f"{len(self.base_targets)}; every sequence and labels.npy cover the same images")
             if shape[1] != sequence_length(name, self.protocol):
                 raise DatasetError(f"{path} has {shape[1]} frames per video where {name} has "
                                    f"{sequence_length(name, self.protocol)}: too few frames, or another sequence")
+            check_scaled(videos, path)
             return
         if not path.is_dir():
             raise DatasetError(f"{path} is missing from the ImageNet-P tree{hint}")
-        present = sorted(p.relative_to(path) for p in path.glob("*/*.mp4"))
-        if present != self.samples:
-            raise DatasetError(f"{path} does not hold the same videos as the other sequences of {self.root}")
+        present = {p.relative_to(path) for p in path.glob("*/*.mp4")}
+        missing = [video for video in self.samples if video not in present]
+        if missing:
+            raise DatasetError(f"{path / missing[0]} is missing ({len(missing)} of the {len(self.samples)} videos of "
+                               f"{self.reference} are not in {path}); restore them from the release")
+        extra = sorted(present - set(self.samples))
+        if extra:
+            raise DatasetError(f"{self.reference / extra[0]} is missing ({len(extra)} videos of {path} are not in "
+                               f"{self.reference}); restore them from the release")
 
     def videos(self, name: str, level: int) -> Dataset:
         self.check_sequence(name, level)
         if self.kind == "cifar10-p":
-            return VideoArray(np.load(self._path(name, level), mmap_mode="r"), self.base_targets)
+            return VideoArray(video_array(self._path(name, level), self.protocol), self.base_targets)
         folder = self._path(name, level)
         samples = [(str(folder / relative), label) for relative, label in zip(self.samples, self.base_targets)]
         return VideoFiles(samples, sequence_length(name, self.protocol), self.input_size)
+
+
+def video_array(path: Path, protocol: str) -> np.ndarray:
+    """A CIFAR-10-P sequence's videos, checked: uint8 (videos, frames, size, size, 3) at the
+    protocol's frame size."""
+    videos = load_array(path)
+    check_pixels(videos, path)
+    size = protocol_spec(protocol).size
+    if videos.ndim != 5 or videos.shape[2:] != (size, size, 3):
+        raise DatasetError(f"{path} has shape {videos.shape}, expected (videos, frames, {size}, {size}, 3) for "
+                           f"{protocol}")
+    return videos
 
 
 class CanvasCrop:
@@ -215,17 +237,21 @@ def open_video_source(kind: str, root: str | Path, protocol: str, input_size: in
         videos = [path for path in arrays if path.name != "labels.npy"]
         if not videos:
             raise DatasetError(f"{root} is not a CIFAR-10-P folder: no <perturbation>.npy file")
-        count = np.load(videos[0], mmap_mode="r").shape[0]
         labels_path = root / "labels.npy"
-        labels = np.load(labels_path).astype(int).tolist()[:count] if labels_path.is_file() else [0] * count
+        labels = read_labels(labels_path).tolist() if labels_path.is_file() else \
+            [0] * video_array(videos[0], protocol).shape[0]
         return VideoSource(kind, root, protocol, input_size, None, labels, [], files_fingerprint(arrays))
-    folders = sorted(path for path in root.iterdir() if path.is_dir()) if root.is_dir() else []
+    names = {sequence_file(name, level) for name in ORDER for level in DIFFICULTIES
+             if level == 1 or name in NOISE_PERTURBATIONS}
+    folders = sorted(path for path in root.iterdir() if path.is_dir() and path.name in names) \
+        if root.is_dir() else []
     if not folders:
         raise DatasetError(f"{root} is not a released ImageNet-P tree: no <perturbation>/<wnid>/<video>.mp4")
-    first = folders[0]
-    pairs, _ = folder_samples(first, class_index, extensions=(".mp4",))
+    # the folder with the most videos: the others are checked against it, so one that misses a video is named
+    reference = max(folders, key=lambda folder: sum(1 for _ in folder.glob("*/*.mp4")))
+    pairs, _ = folder_samples(reference, class_index, extensions=(".mp4",))
     videos = [(Path(path), label) for path, label in pairs]
-    relative = [path.relative_to(first) for path, _ in videos]
+    relative = [path.relative_to(reference) for path, _ in videos]
     fingerprint = files_fingerprint([*(path for path, _ in videos), *folders])
     return VideoSource(kind, root, protocol, input_size, None, [label for _, label in videos], relative, fingerprint,
-                       class_index)
+                       class_index, reference)

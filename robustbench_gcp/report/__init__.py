@@ -1,6 +1,14 @@
 """Tables (tabulate) and plots (matplotlib) of the zoo and of stored runs, and run selection."""
 
-from .plots import PLOT_FORMATS, plot_attacks, plot_corruptions, plot_learning_curves, plot_path, plot_perturbations
+from .plots import (
+    PLOT_FORMATS,
+    plot_attacks,
+    plot_corruptions,
+    plot_learning_curves,
+    plot_path,
+    plot_perturbations,
+    read_training_log,
+)
 from .runs import ReportError, run_labels, select_runs
 from .tables import (
     TABLE_FORMATS,
@@ -19,6 +27,6 @@ from .tables import (
 __all__ = [
     "PLOT_FORMATS", "ReportError", "TABLE_FORMATS", "attack_tables", "catalog_table", "comparison_json",
     "comparison_junit", "comparison_table", "corruption_table", "perturbation_table", "plot_attacks",
-    "plot_corruptions", "plot_learning_curves", "plot_path", "plot_perturbations", "robustness_table", "run_labels",
-    "runs_table", "select_runs", "tidy_csv",
+    "plot_corruptions", "plot_learning_curves", "plot_path", "plot_perturbations", "read_training_log",
+    "robustness_table", "run_labels", "runs_table", "select_runs", "tidy_csv",
 ]

@@ -39,6 +39,14 @@ def plot_path(out: str | Path) -> Path:
     return out
 
 
+def _legend_label(label: str) -> str:
+    """A run or log name as the legend shows it, literally: a ``$`` would start mathtext (a bad
+    formula fails when the file is written), a leading ``_`` would hide the line from the
+    legend, and a line break would make the entry two."""
+    label = " ".join(label.splitlines()).replace("$", r"\$")
+    return f" {label}" if label.startswith("_") else label
+
+
 def _save(plt, figure, out: str | Path) -> Path:
     """One legend for the whole figure, below the panels, then the file."""
     handles, labels = {}, []
@@ -66,6 +74,10 @@ def _save(plt, figure, out: str | Path) -> Path:
     return out
 
 
+def _run_legends(runs: Sequence[Run]) -> list[str]:
+    return [_legend_label(label) for label in run_labels(runs)]
+
+
 def plot_attacks(store: ResultStore, runs: Sequence[Run], out: str | Path) -> Path:
     """Robust accuracy against ε, one panel per attack (and the worst case when several attacks
     ran), ε labelled as given (k/255 stays k/255)."""
@@ -78,7 +90,7 @@ def plot_attacks(store: ResultStore, runs: Sequence[Run], out: str | Path) -> Pa
     figure, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.4), squeeze=False, sharey=True)
     for axis, panel in zip(axes[0], panels):
         ticks: dict[float, str] = {}
-        for label, summary in zip(run_labels(runs), summaries):
+        for label, summary in zip(_run_legends(runs), summaries):
             values = summary["worst_case"] if panel == "worst case" else summary["robust_accuracy"].get(panel, {})
             if values:
                 xs = [epsilon_value(k) for k in values]
@@ -92,6 +104,19 @@ def plot_attacks(store: ResultStore, runs: Sequence[Run], out: str | Path) -> Pa
     return _save(plt, figure, out)
 
 
+def read_training_log(log: Path) -> list[dict]:
+    """The epochs of a ``log.jsonl`` (one JSON object per line with epoch, loss and val_top1)."""
+    try:
+        history = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+        if history and all(isinstance(h["epoch"], int) and isinstance(h["loss"], (int, float))
+                           and isinstance(h["val_top1"], (int, float)) for h in history):
+            return history
+    except (ValueError, TypeError, KeyError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        pass
+    raise ReportError(f"{log} is not a training log (one JSON object per line with epoch, loss and val_top1); "
+                      "pass the log.jsonl gcp-robust train writes")
+
+
 def plot_learning_curves(logs: Sequence[str | Path], out: str | Path) -> Path:
     """Training loss and validation top-1 per epoch, one line per ``log.jsonl`` (e.g. GAP and GCP)."""
     from matplotlib.ticker import MaxNLocator
@@ -100,9 +125,9 @@ def plot_learning_curves(logs: Sequence[str | Path], out: str | Path) -> Path:
     figure, (loss_axis, top1_axis) = plt.subplots(1, 2, figsize=(9, 3.4))
     for log in logs:
         log = Path(log)
-        history = [json.loads(line) for line in log.read_text().splitlines()]
+        history = read_training_log(log)
         epochs = [h["epoch"] + 1 for h in history]
-        label = log.parent.name
+        label = _legend_label(log.parent.name)
         loss_axis.plot(epochs, [h["loss"] for h in history], marker="o", label=label)
         top1_axis.plot(epochs, [h["val_top1"] for h in history], marker="o", label=label)
     for axis, title in ((loss_axis, "training loss"), (top1_axis, "validation top-1 (%)")):
@@ -125,7 +150,7 @@ def plot_corruptions(store: ResultStore, runs: Sequence[Run], out: str | Path) -
     figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.6 * rows + 0.4), squeeze=False,
                                 sharey=True)
     for axis, name in zip(axes.flat, corruptions):
-        for label, summary in zip(run_labels(runs), summaries):
+        for label, summary in zip(_run_legends(runs), summaries):
             rates = summary["errors"].get(name, [None] * 5)
             points = [(s, e) for s, e in zip(range(1, 6), rates) if e is not None]
             if points:
@@ -151,7 +176,7 @@ def plot_perturbations(store: ResultStore, runs: Sequence[Run], out: str | Path)
     order = [p for p in ORDER if any(p in s["flip_probability"] for s in summaries)]
     levels = sorted({d for s in summaries for by in s["flip_probability"].values() for d in by}, key=int)
     bars = [(label if len(levels) == 1 else f"{label}, difficulty {level}", summary, level)
-            for label, summary in zip(run_labels(runs), summaries) for level in levels]
+            for label, summary in zip(_run_legends(runs), summaries) for level in levels]
     figure, axis = plt.subplots(figsize=(max(5.0, 0.4 * len(order) * len(bars) + 2), 3.6))
     width = 0.8 / len(bars)
     for offset, (label, summary, level) in enumerate(bars):

@@ -44,16 +44,26 @@ def catalog_table(entries: Sequence[CatalogEntry], fmt: str = "table") -> str:
     return tabulate(rows, headers=headers, tablefmt="github")
 
 
+def one_line(text: str, fmt: str) -> str:
+    """User text (a run's --name, a model or file name) as one line of a ``fmt`` table: a line
+    break would start a row of its own, and a ``|`` a column of a markdown table."""
+    text = " ".join(text.splitlines()).replace("\t", " ")
+    return text.replace("|", "\\|") if fmt == "github" else text
+
+
 def render(rows: list[list], headers: list[str], fmt: str) -> str:
-    """A table in one of TABLE_FORMATS; empty cells for missing values."""
+    """A table in one of TABLE_FORMATS; empty cells for missing values. CSV quotes what needs it;
+    the other formats get every text on one line (``one_line``)."""
     if fmt == "csv":
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(headers)
         writer.writerows([["" if v is None else v for v in row] for row in rows])
         return buffer.getvalue()
-    rows = [[f"{v:.2f}" if isinstance(v, float) else v for v in row] for row in rows]  # also in mixed columns
-    return tabulate(rows, headers=headers, tablefmt=fmt, disable_numparse=True, missingval="")
+    rows = [[f"{v:.2f}" if isinstance(v, float) else one_line(v, fmt) if isinstance(v, str) else v for v in row]
+            for row in rows]  # floats also in mixed columns
+    return tabulate(rows, headers=[one_line(h, fmt) for h in headers], tablefmt=fmt, disable_numparse=True,
+                    missingval="")
 
 
 def _summaries(store: ResultStore, runs: Sequence[Run], confidence: float | None = None) -> list[dict]:
@@ -218,7 +228,8 @@ def runs_table(store: ResultStore, runs: Sequence[Run]) -> str:
     for run, label in zip(runs, run_labels(runs)):
         config = run.config
         data = config.get("dataset") or ""
-        rows.append([run.id, run.created, run.kind, label, len(store.cells(run)), data,
+        rows.append([run.id, run.created, run.kind, one_line(label, "github"), len(store.cells(run)),
+                     one_line(data, "github"),
                      (config.get("checkpoint_sha256") or "")[:12], config.get("version", "")])
     return tabulate(rows, headers=["id", "created (UTC)", "kind", "run", "cells", "dataset", "checkpoint", "version"],
                     tablefmt="github")
@@ -306,7 +317,7 @@ def perturbation_table(store: ResultStore, runs: Sequence[Run], fmt: str = "gith
     used = ", ".join(dict.fromkeys(_difficulty_set(s["difficulties"]) for s in summaries))
     note = f"\n\nd = difficulty: frames compared d apart (noise: the d-th noise sequence); run at {used}"
     if baseline:
-        note += (f"; FR, mFR and mT5D relative to run {baseline.id} ({run_label(baseline)}) = 100, "
+        note += (f"; FR, mFR and mT5D relative to run {baseline.id} ({one_line(run_label(baseline), fmt)}) = 100, "
                  f"{_rates_note(summaries)}")
     else:
         note += "; pass --baseline-run for FR, mFR and mT5D"
