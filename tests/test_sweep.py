@@ -230,3 +230,20 @@ def test_bad_run_options_are_one_line_and_submit_nothing(tmp_path, options, mess
     assert result.returncode == 2 and message in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_a_damaged_part_is_refused_by_the_resume_and_by_the_merge(shard_stores, tmp_path):
+    from robustbench_gcp.results import ResultsError
+
+    damaged = tmp_path / "damaged.sqlite"
+    shutil.copy(shard_stores["first"], damaged)
+    db = sqlite3.connect(damaged)
+    with db:
+        db.execute("UPDATE parts SET covered = x'ff' WHERE name = 'fog'")
+    db.close()
+    stored = damaged.read_bytes()
+    with pytest.raises(ResultsError, match="do not fit its 40 images"):
+        _corruption(damaged, shard=(0, 2))
+    with pytest.raises(SweepError, match=f"{damaged}: a stored part of cell fog 2"):
+        merge_stores([damaged, shard_stores["second"]], tmp_path / "merged.sqlite")
+    assert damaged.read_bytes() == stored and not (tmp_path / "merged.sqlite").exists()

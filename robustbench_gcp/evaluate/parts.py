@@ -9,13 +9,20 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from ..results import Cell, CellPart, ResultStore, Run
+from ..results import Cell, CellPart, ResultsError, ResultStore, Run
 from ..summaries import unpack_flags
 from .common import EvaluationError
 
 Merge = Callable[[str, str, list[CellPart], int], Cell | None]
 Key = tuple[str, str]
 Shard = tuple[int, int]  # (k, n): the k-th of n contiguous blocks of a run's positions
+
+
+def part_fits(part: CellPart, size: int) -> bool:
+    """A stored part's coverage and outcomes have the length ``size`` images need: one bit each
+    (corruption flags), or three int32 counts each (perturbation videos)."""
+    flags = -(-size // 8)
+    return len(part.covered) == flags and len(part.mask) in (flags, 12 * size)
 
 
 def check_shard(shard: Shard | None) -> None:
@@ -67,6 +74,11 @@ def pending(store: ResultStore, run: Run, wanted: Sequence[Key], size: int,
     Cells whose parts already cover every sample (a run stopped between a cell's last part and
     the cell itself) are finished here."""
     done, stored = set(store.cells(run)), store.parts(run)
+    for cell, parts in stored.items():
+        if any(not part_fits(part, size) for part in parts):
+            raise ResultsError(f"{store.path}: run {run.id} has a stored part of cell {cell[0]} {cell[1]} whose "
+                               f"outcomes do not fit its {size} images (a damaged database); delete the run with "
+                               f"gcp-robust runs --db {store.path} --delete {run.id} and evaluate it again")
     todo = {cell: ~coverage(stored.get(cell, []), size) for cell in wanted if cell not in done}
     for cell in [cell for cell, missing in todo.items() if not missing.any()]:
         if finish_cell(store, run, cell, stored.pop(cell), size, merge):

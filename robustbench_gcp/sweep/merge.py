@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..evaluate.corruption import merge_parts as merge_image_parts
+from ..evaluate.parts import part_fits
 from ..evaluate.perturbation import merge_parts as merge_video_parts
 from ..results import CellPart, ResultStore, check_results_file
 from ..stability import counts_from_bytes
@@ -133,6 +134,10 @@ def merge_stores(sources: Sequence[str | Path], target: str | Path) -> MergeRepo
         run = runs[cell[0]]
         config = _config(run)
         size = run_size(config)
+        for part, path in zip(found, part_origin[cell]):
+            if not part_fits(CellPart(cell[1], cell[2], *part), size):
+                raise SweepError(f"{path}: a stored part of cell {cell[1]} {cell[2]} of {run.model} does not fit "
+                                 f"its {size} images (a damaged store); leave that file out")
         _check_overlaps(run, cell, found, part_origin[cell], size)
         merged = _MERGES[run.kind](cell[1], cell[2], [CellPart(cell[1], cell[2], *p) for p in found], size)
         if merged is not None:
