@@ -186,9 +186,11 @@ class ResultStore:
         key = run_key({"kind": kind, **config})
         text = json.dumps(config, sort_keys=True)
         with self._connect() as db:
-            db.execute("INSERT OR IGNORE INTO runs (key, kind, model, config) VALUES (?, ?, ?, ?)",
-                       (key, kind, model, text))
-            if name:
+            found = db.execute("SELECT id, name FROM runs WHERE key = ?", (key,)).fetchone()
+            if found is None:  # a stored run is only read: its file stays as it was
+                db.execute("INSERT INTO runs (key, kind, model, config, name) VALUES (?, ?, ?, ?, ?)",
+                           (key, kind, model, text, name))
+            elif name and name != found[1]:
                 db.execute("UPDATE runs SET name = ? WHERE key = ?", (name, key))
             (run_id,) = db.execute("SELECT id FROM runs WHERE key = ?", (key,)).fetchone()
         return self.get(run_id)
