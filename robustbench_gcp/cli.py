@@ -689,7 +689,8 @@ def _table_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=TABLE_FORMATS, default="github",
                         help="table format; csv is one table with a row per number (run, metric, level, value)")
     parser.add_argument("--ci", type=float, default=95.0,
-                        help="show value ± half-width of this confidence interval (percent; 0: none)")
+                        help="show each value with the bounds [low, high] of this confidence interval (percent; "
+                        "0: none)")
     parser.add_argument("--pairs", action="store_true",
                         help="after each GAP/GCP twin over the same images: their difference, * where significant")
     parser.add_argument("--alpha", type=float, default=0.05, help="significance level of --pairs")

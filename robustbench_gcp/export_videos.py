@@ -9,10 +9,13 @@ skipped, so an interrupted export resumes; per-image seeds make the frames the o
 
 from __future__ import annotations
 
+import io
+import math
 import os
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +30,7 @@ from .devices import to_float_images
 from .distributed import DistContext
 from .errors import Error
 from .export import ExportSummary
-from .fileio import atomic_write_bytes
+from .fileio import AtomicFile, atomic_write_bytes
 from .perturbations import PROTOCOLS, names, perturb_to_uint8, sequence_length, sequence_level, sequence_streams, spec
 from .perturbations.api import check_name
 from .progress import progress_bar
@@ -98,9 +101,12 @@ def export_perturbation_videos(config: VideoExportConfig, progress: bool = True)
     work = np.flatnonzero(np.logical_or.reduce(list(missing.values())))
     bar = progress_bar(int(sum(m.sum() for m in missing.values())), "perturb", progress)
     pending = [seq for seq in sequences if missing[seq].any()]
-    staged = {seq: _staged_array(targets[seq][0], len(samples), sequence_length(seq[0], config.protocol),
-                                 source.clean.fallback_size) for seq in pending} if arrays else {}
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as writers:
+    size = source.clean.fallback_size
+    # left with an error, the stack removes every staged array; without, it renames them into place
+    with ExitStack() as staging, ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as writers:
+        staged = {(name, level): staging.enter_context(_StagedArray(
+            targets[name, level][0], (len(samples), sequence_length(name, config.protocol), size, size, 3)))
+            for name, level in pending} if arrays else {}
         writes: deque = deque()
         for start in range(0, len(work), config.chunk_size):
             chunk = work[start : start + config.chunk_size]
@@ -115,7 +121,7 @@ def export_perturbation_videos(config: VideoExportConfig, progress: bool = True)
                                               generator=sequence_streams(config.seed, index, name, level, device))
                     frames = videos.permute(0, 1, 3, 4, 2).cpu().numpy()  # (B, T, H, W, 3)
                     if arrays:
-                        staged[name, level][0][index.numpy()] = frames
+                        staged[name, level].write_rows(index.tolist(), frames)
                     else:
                         noise = name in NOISE_PERTURBATIONS
                         writes.extend(writers.submit(write_video, targets[name, level][i], video, noise)
@@ -126,10 +132,6 @@ def export_perturbation_videos(config: VideoExportConfig, progress: bool = True)
                     bar.update(len(index))
         while writes:
             writes.popleft().result()
-    for seq, (array, temporary) in staged.items():
-        array.flush()
-        del array
-        os.replace(temporary, targets[seq][0])
     if arrays:
         atomic_write_bytes(config.out / "labels.npy", _npy_bytes(np.asarray(source.base_targets, dtype=np.int64)))
     bar.close()
@@ -147,17 +149,30 @@ def _read(dataset, chunk: np.ndarray, config: VideoExportConfig, device: torch.d
     return images, indices
 
 
-def _staged_array(target: Path, videos: int, frames: int, size: int) -> tuple[np.memmap, Path]:
-    """A CIFAR-10-P array filled in place in a temporary file beside ``target`` (renamed when complete)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(target.name + ".partial")
-    array = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.uint8, shape=(videos, frames, size, size, 3))
-    return array, temporary
+class _StagedArray(AtomicFile):
+    """A CIFAR-10-P array (``.npy``, uint8) filled row by row beside its target and renamed into
+    place when complete.
+
+    Its disk space is reserved first, so a full disk stops the export before any frame is
+    generated; rows go through plain writes, not a memory map, whose page faults on a full disk
+    kill the process (SIGBUS) instead of raising an error.
+    """
+
+    def __init__(self, target: Path, shape: tuple[int, ...]) -> None:
+        super().__init__(target)
+        header = io.BytesIO()
+        np.lib.format.write_array_header_1_0(header, {"descr": "|u1", "fortran_order": False, "shape": shape})
+        self.offset, self.row_bytes = header.tell(), math.prod(shape[1:])
+        self.reserve(self.offset + shape[0] * self.row_bytes)
+        self.write(header.getvalue())
+
+    def write_rows(self, rows: Sequence[int], frames: np.ndarray) -> None:
+        for row, video in zip(rows, frames):
+            self.seek(self.offset + row * self.row_bytes)
+            self.write(video.tobytes())
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:
-    import io
-
     buffer = io.BytesIO()
     np.save(buffer, array)
     return buffer.getvalue()

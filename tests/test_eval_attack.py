@@ -65,8 +65,8 @@ def test_run_properties_resume_and_json(tmp_path, cifar_test_dir, resnet20_file)
     assert stored_cells(tmp_path / "resumed.sqlite") == stored_cells(tmp_path / "once.sqlite")
 
     assert set(summary) == {"model", "checkpoint_sha256", "dataset", "n", "clean_accuracy", "robust_accuracy",
-                            "worst_case", "skipped_unreadable", "run_id", "clean_accuracy_ci", "robust_accuracy_ci",
-                            "worst_case_ci", "report"}
+                            "worst_case", "skipped_unreadable", "run_id", "asked", "clean_accuracy_ci",
+                            "robust_accuracy_ci", "worst_case_ci", "report"}
     assert summary["report"] == []
     for attack, by_eps in summary["robust_accuracy_ci"].items():
         for eps, (low, high) in by_eps.items():

@@ -58,3 +58,17 @@ def test_warnings_are_one_line_without_a_source_location(tmp_path, cifar_test_di
     assert done.returncode == 0, done.stderr
     assert done.stderr.splitlines() == ["gcp-robust eval-corruption: warning: no --checkpoint given: evaluating "
                                         "cifar_resnet20_gap with random weights (seed 0)"]
+
+
+def test_intervals_print_their_stored_bounds_exactly(tmp_path, cifar_test_dir, resnet20_file):
+    db = str(tmp_path / "r.sqlite")
+    _run("eval-attack", "--model", "CIFAR10_ResNet20_GAP", "--checkpoint", str(resnet20_file), "--data",
+         str(cifar_test_dir), "--workers", "0", "--quiet", "--db", db, "--limit", "12", "--attacks", "linf-pgd",
+         "--steps", "2", "--eps", "8/255", "--json", str(tmp_path / "a.json"))
+    summary = json.loads((tmp_path / "a.json").read_text())
+    table = _run("table", "--db", db).stdout
+    low, high = summary["robust_accuracy_ci"]["linf-pgd"]["8/255"]
+    value = summary["robust_accuracy"]["linf-pgd"]["8/255"]
+    assert f"{value:.2f} [{low:.2f}, {high:.2f}]" in table
+    low, high = summary["clean_accuracy_ci"]
+    assert f"{summary['clean_accuracy']:.2f} [{low:.2f}, {high:.2f}]" in table and "±" not in table

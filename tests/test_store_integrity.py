@@ -152,3 +152,13 @@ def test_autoattack_refused_for_too_few_classes_creates_no_store(tmp_path, cifar
                                  str(few), "--attacks", "autoattack", "--eps", "8/255", "--db", str(db)),
               "apgd-t")
     assert not db.exists()
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs Linux's /proc, where no one can create files")
+def test_an_unwritable_json_is_refused_before_the_run(tmp_path, cifar_test_dir, resnet20_file):
+    target = Path("/proc/gcp-robust-run.json")  # no one, root included, creates files there
+    result = run_cli_in_process("eval-corruption", "--model", "CIFAR10_ResNet20_GAP", "--checkpoint",
+                                str(resnet20_file), "--data", str(cifar_test_dir), "--limit", "8", "--db",
+                                str(tmp_path / "r.sqlite"), "--json", str(target))
+    _one_line(result, f"--json {target}", "cannot write into /proc")
+    assert not (tmp_path / "r.sqlite").exists()

@@ -30,7 +30,9 @@ from .sources import ImageFiles, files_fingerprint, folder_samples
 VIDEO_SOURCES = ("generated", "imagenet-p", "cifar10-p")
 # The released encoding: H.264 at 1 frame/s, preset veryslow, 4:4:4 (what FFmpeg picks for RGB
 # input); noise sequences with the grain tuning at the default quality, the others at CRF 20.
-_H264 = {"preset": "veryslow"}
+# x264's threads and CPU-specific paths make the bytes depend on the machine and on what the process
+# encoded before: one thread and cpu-independent=1 keep an export byte for byte reproducible
+_H264 = {"preset": "veryslow", "threads": "1", "x264-params": "cpu-independent=1"}
 _H264_NOISE = {**_H264, "tune": "grain"}
 _H264_SMOOTH = {**_H264, "crf": "20"}
 

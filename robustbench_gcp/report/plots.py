@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..attacks import epsilon_value
 from ..corruptions import names
-from ..fileio import check_output_file
+from ..fileio import AtomicFile, check_output_file
 from ..results import ResultStore, Run
 from ..stability import ORDER
 from ..summaries import summarize_attacks, summarize_corruptions, summarize_perturbations
@@ -68,8 +68,8 @@ def _save(plt, figure, out: str | Path) -> Path:
     else:
         figure.tight_layout()
     out = plot_path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out, dpi=120)
+    with AtomicFile(out) as file:  # a full disk: one line naming the plot, no truncated file
+        figure.savefig(file, dpi=120, format=out.suffix[1:])
     plt.close(figure)
     return out
 

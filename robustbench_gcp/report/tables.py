@@ -71,10 +71,11 @@ def _summaries(store: ResultStore, runs: Sequence[Run], confidence: float | None
 
 
 def _with_interval(value: float | None, interval: list[float] | None, fmt: str) -> float | str | None:
-    """``value ± half-width`` of its interval (not for CSV, whose numbers stay numbers)."""
+    """``value [low, high]``: the stored bounds of its interval, which are asymmetric near 0 and
+    100 (Wilson, bootstrap), so no half-width can stand for them (not for CSV, whose numbers stay numbers)."""
     if value is None or interval is None or fmt == "csv":
         return value
-    return f"{value:.2f} ± {(interval[1] - interval[0]) / 2:.2f}"
+    return f"{value:.2f} [{interval[0]:.2f}, {interval[1]:.2f}]"
 
 
 def _twin_columns(store: ResultStore, runs: Sequence[Run], alpha: float) -> dict[int, Comparison]:
@@ -121,7 +122,7 @@ def corruption_table(store: ResultStore, runs: Sequence[Run], fmt: str = "github
                      confidence: float | None = DEFAULT_CONFIDENCE, pairs: bool = False,
                      alpha: float = DEFAULT_ALPHA) -> str:
     """Per-corruption CE on ImageNet-sized runs where all five severities ran, mean error (%)
-    otherwise; runs as columns; clean error and the aggregates with ± the half-width of their
+    otherwise; runs as columns; clean error and the aggregates with the bounds of their
     ``confidence`` interval. ``pairs``: a difference column after each GAP/GCP twin pair, with
     its paired significance."""
     if not runs:
@@ -163,7 +164,7 @@ def attack_tables(store: ResultStore, runs: Sequence[Run], fmt: str = "github",
                   confidence: float | None = DEFAULT_CONFIDENCE, pairs: bool = False,
                   alpha: float = DEFAULT_ALPHA) -> str:
     """Robust accuracy (%): one block per attack plus, with several attacks, the worst case;
-    runs as rows, ε as columns; each value ± the half-width of its ``confidence`` interval.
+    runs as rows, ε as columns; each value with the bounds of its ``confidence`` interval.
     ``pairs``: a difference row after each GAP/GCP twin pair, with its McNemar significance."""
     if not runs:
         return "no attack runs in the store"

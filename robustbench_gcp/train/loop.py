@@ -8,6 +8,7 @@ Every epoch writes ``checkpoint.pth.tar`` in the original format (``epoch``, ``a
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -27,7 +28,7 @@ from ..data.folders import eval_transform
 from ..devices import PRECISIONS, as_model_input, autocast, effective_precision, prepare, to_float_images
 from ..distributed import DistContext, init_distributed, sum_counts
 from ..evaluate.clean import evaluate_clean
-from ..fileio import atomic_write_text
+from ..fileio import AtomicFile, atomic_write_bytes, atomic_write_text
 from ..metrics import Counts
 from ..models import architecture_info, checkpoint_record, create_model, load_state, read_checkpoint
 from ..progress import Progress, progress_bar
@@ -101,10 +102,10 @@ def save_checkpoint(path: Path, model: nn.Module, arch: str, epoch: int, best_ac
                     optimizer: torch.optim.Optimizer, extra: dict) -> None:
     """The original format: state_dict keys with ``module.`` (as saved from DataParallel)."""
     state = {f"module.{k}": v for k, v in _strip(model).state_dict().items()}
-    temporary = path.with_name(path.name + ".tmp")
+    buffer = io.BytesIO()  # torch.save's own file writer turns a full disk into a bare RuntimeError
     torch.save({"epoch": epoch, "arch": arch, "state_dict": state, "best_acc1": best_acc1,
-                "optimizer": optimizer.state_dict(), **extra}, temporary)
-    temporary.replace(path)
+                "optimizer": optimizer.state_dict(), **extra}, buffer)
+    atomic_write_bytes(path, buffer.getbuffer())
 
 
 class Trainer:
@@ -208,7 +209,8 @@ class Trainer:
         checkpoint = self.out / "checkpoint.pth.tar"
         save_checkpoint(checkpoint, self.model, self.config.model, epoch + 1, self.best, self.optimizer, extra)
         if improved:
-            shutil.copyfile(checkpoint, self.out / "model_best.pth.tar")
+            with checkpoint.open("rb") as source, AtomicFile(self.out / "model_best.pth.tar") as best:
+                shutil.copyfileobj(source, best)
         atomic_write_text(self.out / "log.jsonl", "".join(json.dumps(h) + "\n" for h in history))
 
 
