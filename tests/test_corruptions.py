@@ -92,7 +92,7 @@ def test_names_in_hendrycks_order():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(name="gausian_noise"), "unknown corruption 'gausian_noise'; valid names: gaussian_noise, shot_noise"),
+        (dict(name="gausian_noise"), "unknown corruption 'gausian_noise' (did you mean gaussian_noise"),
         (dict(severity=0), "severity must be an integer from 1 to 5"),
         (dict(severity=6), "severity must be an integer from 1 to 5"),
         (dict(protocol="imagenet-p"), "unknown protocol"),
