@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import Error, UsageError
+from .errors import Error, UsageError, a_kind
 from .version import __version__
 
 DEFAULT_DB = str(Path("runs") / "results.sqlite")
@@ -402,7 +402,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         store = _open_db(args.db)
         (baseline, first), (current, second) = (_stored_run(store, s) for s in args.run)
         if baseline.kind != current.kind:
-            raise UsageError(f"{first} is a {baseline.kind} run but {second} is an {current.kind} run")
+            raise UsageError(f"{first} is {a_kind(baseline.kind)} run but {second} is {a_kind(current.kind)} run")
         comparison = compare_runs(store, baseline, current, (first, second), args.alpha)
     elif len(files) == 2:
         first, second = files

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import Error
+from .errors import Error, a_kind
 from .metrics import mce, mean_error, relative_mce
 from .results import Cell, ResultStore, Run
 from .stability import counts_from_bytes
@@ -165,8 +165,8 @@ def _metrics(summary: Mapping, label: str) -> Metrics:
 def _paired_metrics(baseline: object, current: object, labels: tuple[str, str]) -> tuple[Metrics, Metrics]:
     kinds = summary_kind(baseline, labels[0]), summary_kind(current, labels[1])
     if kinds[0] != kinds[1]:
-        raise ComparisonError(f"{labels[0]} is an {kinds[0]} summary but {labels[1]} is an {kinds[1]} summary; "
-                              "compare runs of the same command")
+        raise ComparisonError(f"{labels[0]} is {a_kind(kinds[0])} summary but {labels[1]} is {a_kind(kinds[1])} "
+                              "summary; compare runs of the same command")
     before, after = _metrics(baseline, labels[0]), _metrics(current, labels[1])
     missing = [m for m, (value, *_) in before.items() if value is not None and after.get(m, (None,))[0] is None]
     if missing:

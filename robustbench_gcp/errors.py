@@ -28,3 +28,14 @@ def did_you_mean(name: str, candidates: Iterable[str], limit: int = 3) -> str:
     close = [by_lower[c] for c in difflib.get_close_matches(key, list(by_lower), n=limit, cutoff=0.6)]
     found = list(dict.fromkeys(sorted(containing, key=len) + close))[:limit]
     return f" (did you mean {', '.join(found)}?)" if found else ""
+
+
+def a_kind(word: str) -> str:
+    """'an attack', 'a corruption': the article that fits a kind's name."""
+    return f"{'an' if word[:1].lower() in 'aeiou' else 'a'} {word}"
+
+
+def counted(count: int, noun: str) -> str:
+    """'1 class', '3 classes'."""
+    plural = noun + ("es" if noun.endswith(("s", "sh", "ch", "x")) else "s")
+    return f"{count} {noun if count == 1 else plural}"

@@ -50,5 +50,14 @@ def test_data_one_level_above_the_class_folders_gets_the_level_below(tmp_path):
                                 str(shared_path("cifar10_resnet_akamaster/resnet20-12fca82f.th")), "--data",
                                 str(shared_path("cifar10_test_jpg")), "--limit", "10", "--db",
                                 str(tmp_path / "r.sqlite"))
-    _hint(result, f"did you mean --data {shared_path('cifar10_test_jpg/test')}?")
+    _hint(result, "has 1 class folder but CIFAR10_ResNet20_GAP outputs 10 classes",
+          f"did you mean --data {shared_path('cifar10_test_jpg/test')}?")
     assert not (tmp_path / "r.sqlite").exists()
+
+
+def test_kinds_get_their_article(tmp_path):
+    corruption, attack = tmp_path / "c.json", tmp_path / "a.json"
+    corruption.write_text('{"errors": {}}')
+    attack.write_text('{"robust_accuracy": {}}')
+    _hint(run_cli_in_process("compare", str(corruption), str(attack)),
+          f"{corruption} is a corruption summary but {attack} is an attack summary")

@@ -16,7 +16,7 @@ from ..data.batches import ImageBatches
 from ..data.sources import DatasetError, EvalSource, class_index_digest, open_source, read_class_index
 from ..devices import PRECISIONS, to_float_images
 from ..distributed import DistContext, gather_flags, sum_counts
-from ..errors import Error
+from ..errors import Error, counted
 from ..fileio import check_output_file
 from ..metrics import top_hits
 from ..models import create_model
@@ -82,10 +82,12 @@ def open_checked_source(kind: str, data: Path, model: nn.Module, model_name: str
     if source.num_classes != classes:
         deeper = _class_folders_below(Path(data), classes)
         if deeper:
-            raise EvaluationError(f"{data} has {source.num_classes} class folders but {model_name} outputs {classes}; "
-                                  f"did you mean --data {deeper}? (it holds {classes} class folders)")
+            raise EvaluationError(f"{data} has {counted(source.num_classes, 'class folder')} but {model_name} outputs "
+                                  f"{counted(classes, 'class')}; did you mean --data {deeper}? (it holds "
+                                  f"{counted(classes, 'class folder')})")
         raise EvaluationError(
-            f"{data} has {source.num_classes} classes but {model_name} outputs {classes}; pass "
+            f"{data} has {counted(source.num_classes, 'class')} but {model_name} outputs "
+            f"{counted(classes, 'class')}; pass "
             "--num-classes, or --class-index to map a subset of ImageNet class folders to model outputs"
         )
     return source
