@@ -228,6 +228,7 @@ def _cmd_eval_corruption(args: argparse.Namespace) -> None:
         severities=args.severities, limit=args.limit, seed=args.seed, batch_size=args.batch_size,
         workers=args.workers, device=args.device, precision=_precision(args, "no_autocast", "fp32"),
         strict=args.strict, clean_data=_path(args.clean_data), class_index=_path(args.class_index),
+        labels=_path(args.labels),
         db=Path(args.db), json=_path(args.json), name=args.name, chunk_size=args.chunk_size, decode=args.decode,
         compile=args.compile,
     )
@@ -265,7 +266,8 @@ def _cmd_eval_attack(args: argparse.Namespace) -> None:
         rel_stepsize=args.rel_stepsize, backend=args.backend, norm=args.norm, queries=args.queries,
         precision=_precision(args, "bf16", "bf16"), limit=args.limit, seed=args.seed, batch_size=args.batch_size,
         workers=args.workers, device=args.device,
-        strict=args.strict, class_index=_path(args.class_index), db=Path(args.db), json=_path(args.json),
+        strict=args.strict, class_index=_path(args.class_index), labels=_path(args.labels), db=Path(args.db),
+        json=_path(args.json),
         name=args.name,
     )
     _print_own_run(evaluate_attacks(config, progress=not args.quiet), config.db, attack_tables)
@@ -551,6 +553,8 @@ def _eval_corruption_arguments(parser: argparse.ArgumentParser) -> None:
                         help="corrupt clean images on the fly, or read released files")
     parser.add_argument("--clean-data", help="clean ImageFolder for the clean error with released sources")
     parser.add_argument("--class-index", help="imagenet_class_index.json or synset_words.txt for class subsets")
+    parser.add_argument("--labels", help="labels of a flat image folder (the official ImageNet val layout): "
+                        "'FILE LABEL' lines (caffe val.txt) or the devkit's LOC_val_solution.csv")
     parser.add_argument("--protocol", choices=PROTOCOLS,
                         help="corruption generator (default: imagenet-c for 224-px models, cifar10-c for 32-px)")
     parser.add_argument("--backend", choices=BACKENDS, default="native",
@@ -628,8 +632,10 @@ def _eval_attack_arguments(parser: argparse.ArgumentParser) -> None:
     from .attacks.rows import NORMS
 
     _model_options(parser)
-    parser.add_argument("--data", required=True, help="clean ImageFolder")
+    parser.add_argument("--data", required=True, help="clean ImageFolder, or a flat folder with --labels")
     parser.add_argument("--class-index", help="imagenet_class_index.json or synset_words.txt for class subsets")
+    parser.add_argument("--labels", help="labels of a flat image folder (the official ImageNet val layout): "
+                        "'FILE LABEL' lines (caffe val.txt) or the devkit's LOC_val_solution.csv")
     parser.add_argument("--attacks", type=_typed(_attack_list), default="linf-pgd",
                         help=f"comma-separated: {', '.join(ATTACK_NAMES)} (autoattack: the standard version, a "
                         "cascade of apgd-ce, apgd-t, fab-t, square)")

@@ -23,6 +23,7 @@ from ..corruptions.api import is_severity
 from .arrays import check_pixels, check_scaled, load_array, read_labels
 from .decode import Geometry, pil_decode
 from .folders import RESIZE_FROM, DatasetError, _balanced_indices, eval_geometry, eval_transform
+from .labels import flat_samples
 
 SOURCES = ("generated", "imagenet-c", "cifar10-c")
 
@@ -121,7 +122,10 @@ def folder_samples(root: Path, class_index: dict[str, int] | None,
     try:
         classes, mapping = find_classes(str(root))
     except FileNotFoundError:
-        raise DatasetError(f"dataset folder {root} has no class subfolders (<class>/<image>)") from None
+        flat = any(p.suffix.lower() in extensions for p in root.iterdir() if p.is_file())
+        hint = ("; for a flat folder of images (the official ImageNet validation layout) pass its labels with "
+                "--labels FILE (caffe val.txt or LOC_val_solution.csv)") if flat else ""
+        raise DatasetError(f"dataset folder {root} has no class subfolders (<class>/<image>){hint}") from None
     if class_index is not None:
         unknown = [c for c in classes if c not in class_index]
         if unknown:
@@ -147,6 +151,7 @@ class EvalSource:
     base_targets: list[int]
     class_index: dict[str, int] | None = None
     fingerprint: str = ""
+    labels: Path | None = None  # the labels file of a flat folder: its labels index the model's outputs
 
     @property
     def on_the_fly(self) -> bool:
@@ -219,11 +224,18 @@ class EvalSource:
 
 
 def open_source(kind: str, root: str | Path, input_size: int, clean_root: str | Path | None = None,
-                class_index: dict[str, int] | None = None) -> EvalSource:
-    """Open an evaluation source, checking its layout."""
+                class_index: dict[str, int] | None = None, labels: Path | None = None) -> EvalSource:
+    """Open an evaluation source, checking its layout; ``labels``: a flat folder's labels file."""
     root = Path(root)
     if kind not in SOURCES:
         raise DatasetError(f"unknown source {kind!r}; choose one of {', '.join(SOURCES)}")
+    if labels is not None:
+        if kind != "generated":
+            raise DatasetError(f"--labels reads a flat folder of clean images; --source {kind} has its own layout")
+        samples = flat_samples(root, Path(labels), class_index)
+        clean = ImageFiles(samples, eval_transform(input_size), input_size)
+        return EvalSource(kind, root, input_size, clean, max(label for _, label in samples) + 1, clean.targets,
+                          class_index, files_fingerprint(path for path, _ in samples), Path(labels))
 
     def clean_folder(folder: Path) -> tuple[ImageFiles, int]:
         samples, count = folder_samples(folder, class_index)

@@ -94,6 +94,7 @@ class AttackEvalConfig:
     device: str | None = None
     strict: bool = False
     class_index: Path | None = None
+    labels: Path | None = None  # a flat folder's labels file (the official ImageNet validation layout)
     db: Path = DEFAULT_DB
     json: Path | None = None
     name: str | None = None  # a label for tables and --run; not part of the run's identity
@@ -305,7 +306,8 @@ def evaluate_attacks(config: AttackEvalConfig, progress: bool = True) -> dict:
     model = prepare(load_eval_model(config.model, config.num_classes, config.checkpoint, config.seed), ctx.device)
     for parameter in model.parameters():
         parameter.requires_grad_(False)
-    source = open_checked_source("generated", config.data, model, config.model, None, config.class_index)
+    source = open_checked_source("generated", config.data, model, config.model, None, config.class_index,
+                                 config.labels)
     _check_model(config, eps, source)
     indices = selected_indices(source, config.limit, config.seed)
     sha = file_sha256(config.checkpoint) if config.checkpoint else None

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from ..data.batches import ImageBatches
+from ..data.labels import labels_digest
 from ..data.sources import DatasetError, EvalSource, class_index_digest, open_source, read_class_index
 from ..devices import PRECISIONS, to_float_images
 from ..distributed import DistContext, gather_flags, sum_counts
@@ -71,14 +72,19 @@ def model_classes(model: nn.Module) -> int:
 
 
 def open_checked_source(kind: str, data: Path, model: nn.Module, model_name: str, clean_data: Path | None,
-                        class_index: Path | None) -> EvalSource:
+                        class_index: Path | None, labels: Path | None = None) -> EvalSource:
     """Open the data and check that its classes fit the model, with one clear message otherwise."""
     try:
         index = read_class_index(class_index) if class_index else None
-        source = open_source(kind, data, model.architecture.input_size, clean_data, index)
+        source = open_source(kind, data, model.architecture.input_size, clean_data, index, labels)
     except DatasetError as error:
         raise EvaluationError(str(error)) from None
     classes = model_classes(model)
+    if source.labels is not None:  # the labels index the model's outputs: each must be one
+        if source.num_classes > classes:
+            raise EvaluationError(f"--labels {source.labels} has class {source.num_classes - 1} but {model_name} "
+                                  f"outputs {counted(classes, 'class')}; pass the labels of this model's classes")
+        return source
     if source.num_classes != classes:
         deeper = _class_folders_below(Path(data), classes)
         if deeper:
@@ -115,8 +121,10 @@ def selected_indices(source: EvalSource, limit: int | None, seed: int) -> list[i
 
 def data_identity(source: EvalSource, data: Path, clean_data: Path | None) -> dict:
     """The data's part of a run identity: where, how many, which class mapping, at which size,
-    and a fingerprint that changes when the files change in place."""
-    return {
+    and a fingerprint that changes when the files change in place (and, for a flat folder, its
+    labels file: only then, so the identities of other runs stay as they were)."""
+    labels = {"labels_sha256": labels_digest(source.labels)} if source.labels is not None else {}
+    return {**labels,
         "dataset": str(Path(data).resolve()),
         "dataset_size": len(source.base_targets),
         "clean_data": str(Path(clean_data).resolve()) if clean_data else None,

@@ -76,6 +76,7 @@ class CorruptionEvalConfig:
     decode: str = "pil"  # or "device": JPEGs decoded in batches on the device (nvJPEG on CUDA)
     compile: bool = False  # torch.compile the model
     shard: tuple[int, int] | None = None  # (k, n): only the k-th of n blocks of images (not part of the identity)
+    labels: Path | None = None  # a flat folder's labels file (the official ImageNet validation layout)
 
 
 def default_protocol(input_size: int) -> str:
@@ -277,7 +278,7 @@ def evaluate_corruptions(config: CorruptionEvalConfig, progress: bool = True) ->
     precision = effective_precision(config.precision, ctx.device)
     model = prepare(load_eval_model(config.model, config.num_classes, config.checkpoint, config.seed), ctx.device)
     source = open_checked_source(config.source, config.data, model, config.model, config.clean_data,
-                                 config.class_index)
+                                 config.class_index, config.labels)
     if config.protocol is None:
         config = replace(config, protocol=default_protocol(source.input_size))
     _check_source(config, source)

@@ -32,7 +32,7 @@ from ..perturbations import PROTOCOLS, sequence_length, sequence_level
 from ..perturbations import names as perturbation_names
 from ..perturbations import spec as protocol_spec
 from .cost import ON_THE_FLY, RELEASED, attack_passes, images_per_second, pipeline_seconds
-from .spec import EvaluationSpec, ModelSpec, Sweep, SweepError
+from .spec import PATH_OPTIONS, EvaluationSpec, ModelSpec, Sweep, SweepError
 
 ASSUMED_IMAGES = {224: 50000, 32: 10000}  # the validation / test set, when no limit says otherwise
 
@@ -57,7 +57,7 @@ class WorkUnit:
         """The evaluation's configuration, writing to ``db``."""
         common = dict(model=self.model, data=Path(self.data), num_classes=self.num_classes, db=db,
                       checkpoint=Path(self.checkpoint) if self.checkpoint else None,
-                      **{k: (Path(v) if k in ("clean_data", "class_index") else v) for k, v in self.options.items()})
+                      **_paths(self.options))
         if workers is not None:
             common["workers"] = workers
         shard = tuple(self.shard) if self.shard else None
@@ -148,7 +148,8 @@ def _options(model: ModelSpec, given: dict, evaluation: EvaluationSpec) -> tuple
 
 
 def _paths(options: dict) -> dict:
-    return {k: (Path(v) if k in ("clean_data", "class_index") else v) for k, v in options.items()}
+    """The options with their file paths as Paths (JSON keeps them as strings)."""
+    return {k: (Path(v) if k in PATH_OPTIONS else v) for k, v in options.items()}
 
 
 def _listed(value) -> list[str]:

@@ -31,13 +31,13 @@ _TOP_KEYS = {"checkpoint_dir", "data", "model", "evaluation", *_SETTINGS}
 _MODEL_KEYS = {"record", "records", "architecture", "torchvision", "checkpoint", "num_classes", "name"}
 _OPTIONS = {  # the options of each evaluation, as the matching eval-* command takes them
     "corruption": {"source", "protocol", "corruptions", "severities", "limit", "backend", "clean_data",
-                   "class_index", "chunk_size", "shards"},
+                   "class_index", "labels", "chunk_size", "shards"},
     "attack": {"attacks", "eps", "norm", "steps", "restarts", "rel_stepsize", "backend", "queries", "limit",
-               "class_index"},
+               "class_index", "labels"},
     "perturbation": {"source", "protocol", "perturbations", "difficulties", "limit", "class_index", "chunk_size",
                      "shards"},
 }
-_PATH_OPTIONS = {"clean_data", "class_index"}
+PATH_OPTIONS = {"clean_data", "class_index", "labels"}
 _REQUIRED = {"corruption": set(), "attack": {"attacks", "eps"}, "perturbation": set()}
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -109,7 +109,7 @@ def missing_paths(sweep: Sweep) -> list[str]:
     missing = [f"checkpoint of {m.model}: {m.checkpoint}" for m in sweep.models
                if m.checkpoint is not None and not m.checkpoint.is_file()]
     for e in sweep.evaluations:
-        paths = [("data", e.data)] + [(key, Path(e.options[key])) for key in _PATH_OPTIONS if e.options.get(key)]
+        paths = [("data", e.data)] + [(key, Path(e.options[key])) for key in PATH_OPTIONS if e.options.get(key)]
         missing += [f"{e.kind} {what}: {p}" for what, p in paths if not p.exists()]
     return list(dict.fromkeys(missing))
 
@@ -171,7 +171,7 @@ def _evaluation(entry: dict, where: str, data: dict[str, Path], settings: dict, 
     root = entry["data"]
     root = data[root] if isinstance(root, str) and root in data else _path(root, f"{where}: data", sweep_file)
     options = {key: value for key, value in entry.items() if key in _OPTIONS[kind]}
-    for key in _PATH_OPTIONS & set(options):
+    for key in PATH_OPTIONS & set(options):
         options[key] = str(_path(options[key], f"{where}: {key}", sweep_file))
     own = {key: _typed(entry[key], kind_, f"{where}: {key}") for key, kind_ in _SETTINGS.items() if key in entry}
     return EvaluationSpec(kind, root, options, {**settings, **own})
