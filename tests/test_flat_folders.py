@@ -73,3 +73,15 @@ def test_a_labels_file_missing_a_file_is_refused_before_any_cell(flat_and_folder
     assert not (tmp_path / "e.sqlite").exists()
     flat_only = _corruption(flat, tmp_path / "f.sqlite", resnet20_file)  # the layout without its labels
     assert flat_only.returncode == 2 and "pass its labels with --labels FILE" in flat_only.stderr
+
+
+@pytest.mark.parametrize("labels", ["imagenet_meta/ILSVRC2012_val_labels_caffe.txt", "imagenet_val_acuity/dataset.txt"])
+def test_real_imagenet_validation_photos_with_their_labels_files(tmp_path, labels):
+    from conftest import shared_path
+
+    result = run_cli_in_process("eval-corruption", "--model", "resnet18_gap", "--data",
+                                str(shared_path("imagenet_val_acuity/data")), "--labels", str(shared_path(labels)),
+                                "--limit", "10", "--corruptions", "fog", "--severities", "1", "--workers", "0",
+                                "--quiet", "--db", str(tmp_path / "r.sqlite"), "--json", str(tmp_path / "r.json"))
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "r.json").read_text())["n"] == 10

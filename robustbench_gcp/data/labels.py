@@ -2,7 +2,7 @@
 
 The validation set is distributed as 50,000 JPEGs in one folder, with the labels apart. Two
 common label files are read: a ``file label`` list (the caffe ``val.txt``, labels as class
-indices or as WordNet ids) and the devkit's ``LOC_val_solution.csv`` (``ImageId,PredictionString``,
+indices or as WordNet ids; ``path/file, label`` too) and the devkit's ``LOC_val_solution.csv`` (``ImageId,PredictionString``,
 the first word of the prediction the WordNet id). WordNet ids become class indices through
 ``--class-index``, or, for all 1,000 classes, in sorted order (the standard ImageNet index).
 """
@@ -31,7 +31,8 @@ def read_labels_file(path: Path, class_index: dict[str, int] | None) -> dict[str
         rows = [(row[0], row[1].split()[0]) for row in csv.reader(lines[1:]) if len(row) >= 2 and row[1].split()]
         expected = len(lines) - 1
     else:
-        rows = [(words[0], words[1]) for words in (line.split() for line in lines) if len(words) == 2]
+        rows = [(Path(words[0].rstrip(",")).name, words[1]) for words in (line.split() for line in lines)
+                if len(words) == 2]
         expected = len(lines)
     if not rows or len(rows) != expected:
         raise DatasetError(f"--labels {path}: expected 'FILE LABEL' lines (caffe val.txt) or the devkit's "
