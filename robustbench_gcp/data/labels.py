@@ -3,8 +3,9 @@
 The validation set is distributed as 50,000 JPEGs in one folder, with the labels apart. Two
 common label files are read: a ``file label`` list (the caffe ``val.txt``, labels as class
 indices or as WordNet ids; ``path/file, label`` too) and the devkit's ``LOC_val_solution.csv``
-(``ImageId,PredictionString``, the first word of the prediction the WordNet id). WordNet ids become class indices through
-``--class-index``, or, for all 1,000 classes, in sorted order (the standard ImageNet index).
+(``ImageId,PredictionString``, the first word of the prediction the WordNet id). WordNet ids
+become class indices through ``--class-index``, or, for all 1,000 classes, in sorted order (the
+standard ImageNet index).
 """
 
 from __future__ import annotations
