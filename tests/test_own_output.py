@@ -72,3 +72,12 @@ def test_intervals_print_their_stored_bounds_exactly(tmp_path, cifar_test_dir, r
     assert f"{value:.2f} [{low:.2f}, {high:.2f}]" in table
     low, high = summary["clean_accuracy_ci"]
     assert f"{summary['clean_accuracy']:.2f} [{low:.2f}, {high:.2f}]" in table and "±" not in table
+
+
+def test_pairs_without_a_twin_says_so(tmp_path, cifar_test_dir, resnet20_file):
+    db = str(tmp_path / "r.sqlite")
+    _run("eval-corruption", "--model", "CIFAR10_ResNet20_GAP", "--checkpoint", str(resnet20_file), "--data",
+         str(cifar_test_dir), "--workers", "0", "--quiet", "--db", db, "--limit", "10", "--corruptions", "fog",
+         "--severities", "1")
+    table = _run("table", "--db", db, "--pairs").stdout
+    assert "--pairs: no GAP/GCP twins among these runs" in table

@@ -21,6 +21,8 @@ from ..summaries import is_imagenet_run, summarize, summarize_perturbations
 from .runs import column_order, imagenet_metrics, run_label, run_labels, twins
 
 TABLE_FORMATS = ("github", "latex", "plain", "csv")
+NO_TWINS = ("--pairs: no GAP/GCP twins among these runs (a twin: the same backbone with the other head, evaluated "
+            "on the same images), so no differences are shown")
 
 
 def _millions(count: int) -> str:
@@ -157,7 +159,7 @@ def corruption_table(store: ResultStore, runs: Sequence[Run], fmt: str = "github
     rows, headers = _with_twins(rows, row_metrics, comparisons, headers)
     footnote = (f"\n\nΔ GCP − GAP: * significant at alpha {alpha:g} (paired over the same images: McNemar, "
                 "Holm-corrected, for the clean error; paired bootstrap otherwise)") if comparisons else ""
-    return render(rows, headers, fmt) + footnote
+    return render(rows, headers, fmt) + (footnote or (f"\n\n{NO_TWINS}" if pairs else ""))
 
 
 def attack_tables(store: ResultStore, runs: Sequence[Run], fmt: str = "github",
@@ -196,6 +198,8 @@ def attack_tables(store: ResultStore, runs: Sequence[Run], fmt: str = "github",
     if comparisons:
         text.append(f"Δ GCP − GAP: * significant at alpha {alpha:g} (McNemar's exact test over the same images, "
                     "Holm-corrected)")
+    elif pairs:
+        text.append(NO_TWINS)
     return "\n\n".join(text)
 
 
