@@ -497,7 +497,7 @@ def _run_options(parser: argparse.ArgumentParser, strict: bool = True) -> None:
 
 def _precision_option(parser: argparse.ArgumentParser, default: str, deprecated: str | None = None,
                       meaning: str = "") -> None:
-    from .devices import PRECISIONS
+    from .choices import PRECISIONS
 
     parser.add_argument("--precision", choices=PRECISIONS, default=default,
                         help="bf16 autocast runs on CUDA only; the CPU always computes in float32")
@@ -523,7 +523,8 @@ def _checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _corrupt_arguments(parser: argparse.ArgumentParser) -> None:
-    from .corruptions import BACKENDS, PROTOCOLS
+    from .choices import CORRUPTION_BACKENDS as BACKENDS
+    from .choices import CORRUPTION_PROTOCOLS as PROTOCOLS
 
     parser.add_argument("--data", required=True, help="ImageFolder root: <class>/<image>")
     parser.add_argument("--out", required=True, help="output root; existing files are kept (resume)")
@@ -543,8 +544,9 @@ def _corrupt_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _eval_corruption_arguments(parser: argparse.ArgumentParser) -> None:
-    from .corruptions import BACKENDS, PROTOCOLS
-    from .data.sources import SOURCES
+    from .choices import CORRUPTION_BACKENDS as BACKENDS
+    from .choices import CORRUPTION_PROTOCOLS as PROTOCOLS
+    from .choices import CORRUPTION_SOURCES as SOURCES
 
     _model_options(parser)
     parser.add_argument("--data", required=True,
@@ -572,7 +574,7 @@ def _eval_corruption_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _decode_option(parser: argparse.ArgumentParser) -> None:
-    from .data.decode import DECODERS
+    from .choices import DECODERS
 
     parser.add_argument("--decode", choices=DECODERS, default="pil",
                         help="JPEG decoding: pil (in the loader workers; the reference pixels) or device (in "
@@ -581,7 +583,7 @@ def _decode_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _perturbation_options(parser: argparse.ArgumentParser, difficulties_help: str) -> None:
-    from .perturbations import PROTOCOLS
+    from .choices import PERTURBATION_PROTOCOLS as PROTOCOLS
 
     parser.add_argument("--perturbations", type=_typed(_perturbation_list), default="test",
                         help="comma-separated names, or the protocol's test set (the 10 of mFR) | validation (4) | all")
@@ -606,7 +608,7 @@ def _perturb_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _eval_perturbation_arguments(parser: argparse.ArgumentParser) -> None:
-    from .data.videos import VIDEO_SOURCES
+    from .choices import VIDEO_SOURCES
 
     _model_options(parser)
     parser.add_argument("--data", required=True,
@@ -626,10 +628,7 @@ def _eval_perturbation_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _eval_attack_arguments(parser: argparse.ArgumentParser) -> None:
-    from .attacks import ATTACK_NAMES
-    from .attacks import BACKENDS as ATTACK_BACKENDS
-    from .attacks.autoattack import QUERIES
-    from .attacks.rows import NORMS
+    from .choices import ATTACK_BACKENDS, ATTACK_NAMES, NORMS, QUERIES
 
     _model_options(parser)
     parser.add_argument("--data", required=True, help="clean ImageFolder, or a flat folder with --labels")
@@ -659,7 +658,7 @@ def _eval_attack_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _train_arguments(parser: argparse.ArgumentParser) -> None:
-    from .train import LR_MODES
+    from .choices import LR_MODES
 
     parser.add_argument("--model", required=True, help="architecture (gcp-robust models)")
     parser.add_argument("--data", required=True, help="ImageFolder root with train/ and val/, or 'builtin'")
@@ -735,7 +734,7 @@ def _compare_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _sweep_arguments(parser: argparse.ArgumentParser) -> None:
-    from .sweep import DEVICE_KINDS, EXECUTORS
+    from .choices import DEVICE_KINDS, EXECUTORS
 
     parser.add_argument("action", choices=("plan", "run", "status"),
                         help="plan: list the units with estimates (writes nothing); run: submit and merge; "

@@ -5,8 +5,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-PRECISIONS = ("bf16", "fp32")
-
 
 def to_float_images(batch: Tensor, device: torch.device | str) -> Tensor:
     """uint8 (N, 3, H, W) on the host → float in [0, 1] on ``device``."""

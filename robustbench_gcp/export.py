@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .choices import DECODERS
 from .corruptions.api import IMAGENET_C_JPEG_QUALITY, check_name, check_options, corrupt_to_uint8, names
 from .corruptions.ops import quiet_torchvision_codecs
 from .corruptions.params import MIN_SIZE
 from .data.batches import DeviceDecoding, ImageBatches, UnreadableImages, batches_of
-from .data.decode import DECODERS
 from .data.folders import DatasetError, eval_geometry, eval_transform
 from .data.sources import ImageFiles, check_image_sizes, folder_samples
 from .devices import to_float_images

@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "robustbench_gcp"
 
 # Lower layers first; a module may import its own unit and any unit of a lower layer.
 LAYERS = [
-    {"errors", "version"},
+    {"errors", "version", "choices"},
     {"fileio", "rng", "devices", "distributed", "progress", "stability"},
     {"models", "corruptions", "attacks"},
     {"perturbations"},

@@ -81,3 +81,24 @@ def test_pairs_without_a_twin_says_so(tmp_path, cifar_test_dir, resnet20_file):
          "--severities", "1")
     table = _run("table", "--db", db, "--pairs").stdout
     assert "--pairs: no GAP/GCP twins among these runs" in table
+
+
+def test_every_subcommand_help_answers_without_importing_torch():
+    import subprocess
+    import sys
+
+    from robustbench_gcp.cli import COMMANDS
+
+    script = ("import sys, contextlib, io\nfrom robustbench_gcp.cli import main\nfor command in sys.argv[1:]:\n"
+              "    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+              "        main([command, '--help'])\nprint(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))")
+    done = subprocess.run([sys.executable, "-c", script, *(c.name for c in COMMANDS)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+def test_the_option_values_are_the_packages_own():
+    from robustbench_gcp import choices
+    from robustbench_gcp.attacks.registry import ATTACK_NAMES
+
+    assert choices.ATTACK_NAMES == ATTACK_NAMES

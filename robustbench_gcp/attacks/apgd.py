@@ -20,8 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..choices import NORMS
 from ..rng import Draws, ImageStreams
-from .rows import NORMS, Logits, first_success, normalized, per_row, project, target_classes
+from .rows import Logits, first_success, normalized, per_row, project, target_classes
 
 LOSSES = ("ce", "dlr")
 Loss = Callable[[Tensor, Tensor, "Tensor | None"], Tensor]  # (logits, labels, targets) → per-row loss

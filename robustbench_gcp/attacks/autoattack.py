@@ -20,18 +20,18 @@ from functools import partial
 import torch
 from torch import Tensor, nn
 
+from ..choices import NORMS, QUERIES
 from ..errors import Error
 from ..rng import ImageStreams
 from .apgd import apgd
 from .fab import fab
-from .rows import NORMS, Logits, top_hits
+from .rows import Logits, top_hits
 from .square import square
 
 COMPONENTS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square")
 WHITE_BOX = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t")
 TARGETS = 9
 ITERATIONS = 100
-QUERIES = 5000
 
 
 class AutoAttackError(Error, ValueError):

@@ -19,8 +19,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..choices import NORMS
 from ..rng import Draws, ImageStreams
-from .rows import NORMS, Logits, first_success, normalized, norms, per_row, target_classes
+from .rows import Logits, first_success, normalized, norms, per_row, target_classes
 
 __all__ = ["fab", "projection", "projection_l2", "projection_linf"]
 

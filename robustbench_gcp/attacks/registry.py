@@ -12,12 +12,13 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from ..choices import ATTACK_BACKENDS
 from ..errors import Error, did_you_mean
 from ..rng import Draws, ImageStreams, Randomness
 from .autoattack import COMPONENTS, VERSIONS, is_autoattack, stages
 from .native import pgd, random_starts
 
-BACKENDS = ("foolbox", "native", "reference")
+BACKENDS = ATTACK_BACKENDS
 MADRY_TRAVEL = 2.5  # steps × step size in units of ε: PGD can travel 2.5 ε (Madry et al., 2018)
 NORM_LABELS = {"linf": "L∞", "l2": "L2"}
 

@@ -9,8 +9,6 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import Tensor, nn
 
-NORMS = ("linf", "l2")
-
 
 def per_row(values: Tensor, ndim: int) -> Tensor:
     """(R,) → (R, 1, 1, 1) for an ``ndim``-dimensional batch."""

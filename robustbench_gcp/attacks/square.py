@@ -31,8 +31,9 @@ from functools import lru_cache
 import torch
 from torch import Tensor
 
+from ..choices import NORMS
 from ..rng import Draws, ImageStreams
-from .rows import NORMS, Logits, normalized, norms, per_row, project
+from .rows import Logits, normalized, norms, per_row, project
 
 # (last iteration, divisor of p_init): the reference's schedule, in absolute iterations
 _SCHEDULE = ((10, 1), (50, 2), (200, 4), (500, 8), (1000, 16), (2000, 32), (4000, 64), (6000, 128), (8000, 256))

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from ..choices import CORRUPTION_BACKENDS
 from ..errors import Error, did_you_mean
 from ..rng import Draws, Randomness
 from . import blur, digital, noise, ops, spatter, weather
@@ -36,7 +37,7 @@ _FUNCTIONS: dict[str, CorruptionFn] = {
     "jpeg_compression": digital.jpeg_compression,
 }
 
-BACKENDS = ("native", "reference")
+BACKENDS = CORRUPTION_BACKENDS
 IMAGENET_C_JPEG_QUALITY = 85
 
 

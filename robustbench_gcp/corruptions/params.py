@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-PROTOCOLS = ("imagecorruptions", "imagenet-c", "cifar10-c")
+from ..choices import CORRUPTION_PROTOCOLS
+
+PROTOCOLS = CORRUPTION_PROTOCOLS
 
 
 def _zoom_factors(stop: float, step: float) -> tuple[float, ...]:

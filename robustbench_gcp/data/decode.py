@@ -18,7 +18,6 @@ from torchvision.transforms import functional as TF
 
 from ..corruptions.ops import quiet_torchvision_codecs
 
-DECODERS = ("pil", "device")
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _JPEG_END = b"\xff\xd9"
 

@@ -18,6 +18,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
+from ..choices import CORRUPTION_SOURCES
 from ..corruptions import names as corruption_names
 from ..corruptions.api import is_severity
 from .arrays import check_pixels, check_scaled, load_array, read_labels
@@ -25,7 +26,7 @@ from .decode import Geometry, pil_decode
 from .folders import RESIZE_FROM, DatasetError, _balanced_indices, eval_geometry, eval_transform
 from .labels import flat_samples
 
-SOURCES = ("generated", "imagenet-c", "cifar10-c")
+SOURCES = CORRUPTION_SOURCES
 
 
 def read_class_index(path: str | Path) -> dict[str, int]:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..choices import VIDEO_SOURCES
 from ..fileio import atomic_write_bytes
 from ..perturbations import PROTOCOLS, sequence_length
 from ..perturbations import spec as protocol_spec
@@ -27,7 +28,6 @@ from .decode import Geometry
 from .folders import DatasetError, _balanced_indices
 from .sources import ImageFiles, files_fingerprint, folder_samples
 
-VIDEO_SOURCES = ("generated", "imagenet-p", "cifar10-p")
 # The released encoding: H.264 at 1 frame/s, preset veryslow, 4:4:4 (what FFmpeg picks for RGB
 # input); noise sequences with the grain tuning at the default quality, the others at CRF 20.
 # x264's threads and CPU-specific paths make the bytes depend on the machine and on what the process

@@ -12,10 +12,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..choices import PRECISIONS
 from ..data.batches import ImageBatches
 from ..data.labels import labels_digest
 from ..data.sources import DatasetError, EvalSource, class_index_digest, open_source, read_class_index
-from ..devices import PRECISIONS, to_float_images
+from ..devices import to_float_images
 from ..distributed import DistContext, gather_flags, sum_counts
 from ..errors import Error, counted
 from ..fileio import check_output_file

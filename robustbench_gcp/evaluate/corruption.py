@@ -18,11 +18,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..choices import DECODERS
 from ..corruptions import BACKENDS, PROTOCOLS, corrupt, names
 from ..corruptions.api import check_name, is_severity
 from ..corruptions.params import MIN_SIZE
 from ..data.batches import DeviceDecoding, ImageBatches, batches_of, read_ahead
-from ..data.decode import DECODERS
 from ..data.sources import DatasetError, EvalSource, ImageFiles
 from ..devices import as_model_input, autocast, effective_precision, prepare, to_float_images
 from ..distributed import DistContext, barrier, broadcast, init_distributed

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-PROTOCOLS = ("imagenet-p", "cifar10-p")
+from ..choices import PERTURBATION_PROTOCOLS
+
+PROTOCOLS = PERTURBATION_PROTOCOLS
 
 # The three noise sequences: the strength per difficulty level (1, 2, 3).
 NOISE_LEVELS = {

@@ -1,8 +1,8 @@
 """Many runs: a sweep file → work units → jobs on an executor (SLURM through submitit, or local
 processes) → one store per job → merge."""
 
-from .cost import DEVICE_KINDS
-from .executors import EXECUTORS, SlurmOptions
+from ..choices import DEVICE_KINDS, EXECUTORS
+from .executors import SlurmOptions
 from .merge import MergeReport, merge_stores
 from .plan import WorkUnit, plan
 from .run import MERGED, RunOptions, SweepOutcome, run_sweep

@@ -19,7 +19,6 @@ from ..attacks import AttackSettings, attack_spec
 from ..attacks.autoattack import QUERIES, is_autoattack, stages
 from ..models.registry import architecture_info
 
-DEVICE_KINDS = ("h200", "cpu")
 _RESNET50 = {  # forward images/s of ResNet-50 GAP, GCP per device kind and precision
     ("h200", "bf16"): (15758.0, 12370.0),
     ("h200", "fp32"): (9412.0, 7511.0),

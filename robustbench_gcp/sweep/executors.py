@@ -23,7 +23,6 @@ from .spec import SweepError
 from .unit import LOG, run_unit, unit_folder
 
 JOBS = "jobs.json"
-EXECUTORS = ("slurm", "local")
 
 
 @dataclass

@@ -10,9 +10,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..choices import EXECUTORS
 from ..errors import Error
 from ..models import create_model
-from .executors import EXECUTORS, SlurmOptions, run_local, submit_slurm
+from .executors import SlurmOptions, run_local, submit_slurm
 from .merge import MergeReport, merge_stores
 from .plan import plan
 from .spec import Sweep, SweepError, missing_paths, read_sweep

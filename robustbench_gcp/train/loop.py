@@ -23,9 +23,10 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 from torchvision import datasets, transforms
 
+from ..choices import PRECISIONS
 from ..data.builtin import write_builtin
 from ..data.folders import eval_transform
-from ..devices import PRECISIONS, as_model_input, autocast, effective_precision, prepare, to_float_images
+from ..devices import as_model_input, autocast, effective_precision, prepare, to_float_images
 from ..distributed import DistContext, init_distributed, sum_counts
 from ..evaluate.clean import evaluate_clean
 from ..fileio import AtomicFile, atomic_write_bytes, atomic_write_text

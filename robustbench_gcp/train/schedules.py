@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ..choices import LR_MODES
 from ..errors import Error
 from ..models import architecture_info, checkpoint_record
 
@@ -24,7 +25,6 @@ from ..models import architecture_info, checkpoint_record
 class TrainError(Error, ValueError):
     """A training run that cannot start as configured, with the fix in the message."""
 
-LR_MODES = ("LRnorm", "LRfast", "LRadju", "cosine")
 
 
 @dataclass(frozen=True)
