@@ -711,7 +711,7 @@ def _runs_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _plot_arguments(parser: argparse.ArgumentParser) -> None:
     _selection_options(parser)
-    parser.add_argument("--out", required=True, help="image file (.png, .pdf or .svg; .png is added when none)")
+    parser.add_argument("--out", required=True, help="image file (.png, .jpg, .pdf or .svg; .png is added when none)")
     parser.add_argument("--kind", choices=("corruption", "attack", "perturbation"), default="corruption",
                         help="error vs severity (corruption), robust accuracy vs eps (attack) or flip probability "
                         "per perturbation (perturbation)")

@@ -102,3 +102,12 @@ def test_the_option_values_are_the_packages_own():
     from robustbench_gcp.attacks.registry import ATTACK_NAMES
 
     assert choices.ATTACK_NAMES == ATTACK_NAMES
+
+
+def test_comparing_two_json_summaries_shows_no_empty_p_value_column(tmp_path, cifar_test_dir, resnet20_file):
+    for seed in ("0", "1"):
+        _run("eval-corruption", "--model", "CIFAR10_ResNet20_GAP", "--checkpoint", str(resnet20_file), "--data",
+             str(cifar_test_dir), "--workers", "0", "--quiet", "--db", str(tmp_path / "r.sqlite"), "--limit", "10",
+             "--corruptions", "fog", "--severities", "1", "--seed", seed, "--json", str(tmp_path / f"{seed}.json"))
+    result = run_cli_in_process("compare", str(tmp_path / "0.json"), str(tmp_path / "1.json"))
+    assert "interval of it" in result.stdout and "McNemar" not in result.stdout.split("\n\n")[0], result.stdout

@@ -251,8 +251,10 @@ def comparison_table(comparison: Comparison, threshold: float, names: tuple[str,
         interval = f"[{d.interval[0]:.2f}, {d.interval[1]:.2f}]" if d.interval else None
         p_value = f"{d.p_value:.3g}" if d.p_value is not None else None
         rows.append([d.metric, d.baseline, d.current, d.worse_by, interval, p_value, verdict])
-    table = render(rows, ["metric", f"baseline: {names[0]}", f"current: {names[1]}", "worse by (points)",
-                          "interval of it", "p (McNemar, Holm)", f"verdict (> {threshold:g} points)"], "github")
+    headers = ["metric", f"baseline: {names[0]}", f"current: {names[1]}", "worse by (points)", "interval of it",
+               "p (McNemar, Holm)", f"verdict (> {threshold:g} points)"]
+    shown = [i for i, header in enumerate(headers) if header != "p (McNemar, Holm)" or any(r[i] for r in rows)]
+    table = render([[row[i] for i in shown] for row in rows], [headers[i] for i in shown], "github")
     return f"{table}\n\n{comparison.note}"
 
 
