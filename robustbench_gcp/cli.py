@@ -345,6 +345,7 @@ def _cmd_table(args: argparse.Namespace) -> None:
     if chosen["perturbation"] or sum(bool(runs) for runs in chosen.values()) > 1:  # the paper's layout
         tables.append(robustness_table(store, chosen["corruption"], chosen["perturbation"], args.format, baseline,
                                        chosen["attack"]))
+    tables = [table for table in tables if table]
     print("\n\n".join(tables))
 
 

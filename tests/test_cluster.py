@@ -118,7 +118,7 @@ def test_a_sweep_on_slurm_gives_the_numbers_of_direct_runs_and_of_local_processe
                "--processes", "2")
     assert outcomes(tmp_path / "local" / "merged.sqlite") == merged
     table = gcp_robust("table", "--db", str(tmp_path / "slurm" / "merged.sqlite")).stdout
-    assert "CIFAR10_ResNet32_GAP" in table and "mCE" in table and "mFR" in table
+    assert "CIFAR10_ResNet32_GAP" in table and "clean top-1" in table and "robust @ 2/255" in table
 
 
 def _wait(out: Path, until, timeout: float = 300.0):
