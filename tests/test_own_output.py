@@ -111,3 +111,25 @@ def test_comparing_two_json_summaries_shows_no_empty_p_value_column(tmp_path, ci
              "--corruptions", "fog", "--severities", "1", "--seed", seed, "--json", str(tmp_path / f"{seed}.json"))
     result = run_cli_in_process("compare", str(tmp_path / "0.json"), str(tmp_path / "1.json"))
     assert "interval of it" in result.stdout and "McNemar" not in result.stdout.split("\n\n")[0], result.stdout
+
+
+def test_plots_show_interval_bands_and_the_clean_error(tmp_path, cifar_test_dir, resnet20_file, monkeypatch):
+    from matplotlib.collections import PolyCollection
+
+    import robustbench_gcp.report.plots as plots
+    from robustbench_gcp.results import ResultStore
+
+    db = str(tmp_path / "r.sqlite")
+    model = ["--model", "CIFAR10_ResNet20_GAP", "--checkpoint", str(resnet20_file), "--data", str(cifar_test_dir),
+             "--workers", "0", "--quiet", "--db", db, "--limit", "12"]
+    _run("eval-corruption", *model, "--corruptions", "fog", "--severities", "1,2")
+    _run("eval-attack", *model, "--attacks", "linf-pgd", "--steps", "1", "--eps", "0,1/255,2/255")
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda plt, figure, out: figures.append(figure) or out)
+    store = ResultStore(db)
+    plots.plot_corruptions(store, store.runs("corruption"), tmp_path / "c.png")
+    plots.plot_attacks(store, store.runs("attack"), tmp_path / "a.png")
+    corruption, attack = (figure.axes[0] for figure in figures)
+    assert any(isinstance(c, PolyCollection) for c in corruption.collections)
+    assert any(line.get_linestyle() == "--" for line in corruption.get_lines())  # the clean error
+    assert any(isinstance(c, PolyCollection) for c in attack.collections)

@@ -11,8 +11,9 @@ from pathlib import Path
 from ..attacks import epsilon_value
 from ..corruptions import names
 from ..fileio import AtomicFile, check_output_file
-from ..results import ResultStore, Run
+from ..results import Cell, ResultStore, Run
 from ..stability import ORDER
+from ..statistics import DEFAULT_CONFIDENCE, proportion_interval
 from ..summaries import summarize_attacks, summarize_corruptions, summarize_perturbations
 from .runs import ReportError, run_labels
 
@@ -80,22 +81,25 @@ def _run_legends(runs: Sequence[Run]) -> list[str]:
 
 def plot_attacks(store: ResultStore, runs: Sequence[Run], out: str | Path) -> Path:
     """Robust accuracy against ε, one panel per attack (and the worst case when several attacks
-    ran), ε labelled as given (k/255 stays k/255)."""
+    ran), each line with its 95 % Wilson band, ε labelled as given (k/255 stays k/255)."""
     if not runs:
         raise ReportError("no attack runs in the store to plot; run gcp-robust eval-attack first")
     plt = _pyplot()
-    summaries = [summarize_attacks(r, store.cells(r), None) for r in runs]
+    summaries = [summarize_attacks(r, store.cells(r)) for r in runs]  # with their Wilson intervals
     attacks = list(dict.fromkeys(a for s in summaries for a in s["robust_accuracy"]))
     panels = attacks + (["worst case"] if len(attacks) > 1 else [])
     figure, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.4), squeeze=False, sharey=True)
     for axis, panel in zip(axes[0], panels):
         ticks: dict[float, str] = {}
         for label, summary in zip(_run_legends(runs), summaries):
-            values = summary["worst_case"] if panel == "worst case" else summary["robust_accuracy"].get(panel, {})
+            worst = panel == "worst case"
+            values = summary["worst_case"] if worst else summary["robust_accuracy"].get(panel, {})
+            intervals = summary["worst_case_ci"] if worst else summary["robust_accuracy_ci"].get(panel, {})
             if values:
                 xs = [epsilon_value(k) for k in values]
                 ticks.update(zip(xs, values))
-                axis.plot(xs, list(values.values()), marker="o", label=label)
+                (line,) = axis.plot(xs, list(values.values()), marker="o", label=label)
+                _band(axis, xs, [intervals.get(k) for k in values], line.get_color())
         axis.set_xticks(list(ticks), list(ticks.values()), rotation=45, fontsize=7)
         axis.set_title(panel, fontsize=9)
         axis.set_xlabel("epsilon")
@@ -138,8 +142,25 @@ def plot_learning_curves(logs: Sequence[str | Path], out: str | Path) -> Path:
     return _save(plt, figure, out)
 
 
+def _wilson(cell: Cell) -> list[float] | None:
+    """The 95 % Wilson interval of a cell's top-1 error, in percent."""
+    if not cell.n:
+        return None
+    low, high = proportion_interval(cell.top1_errors, cell.n, DEFAULT_CONFIDENCE)
+    return [100 * low, 100 * high]
+
+
+def _band(axis, xs: Sequence[float], intervals: Sequence[list[float] | None], color: str) -> None:
+    """The confidence band of a line, where its points have intervals."""
+    known = [(x, i) for x, i in zip(xs, intervals) if i is not None]
+    if known:
+        axis.fill_between([x for x, _ in known], [i[0] for _, i in known], [i[1] for _, i in known], color=color,
+                          alpha=0.15, linewidth=0)
+
+
 def plot_corruptions(store: ResultStore, runs: Sequence[Run], out: str | Path) -> Path:
-    """Top-1 error against severity, one panel per corruption, one line per run."""
+    """Top-1 error against severity, one panel per corruption, one line per run with its 95 %
+    Wilson band, and the run's clean error as a dashed line."""
     if not runs:
         raise ReportError("no corruption runs in the store to plot; run gcp-robust eval-corruption first")
     plt = _pyplot()
@@ -149,12 +170,17 @@ def plot_corruptions(store: ResultStore, runs: Sequence[Run], out: str | Path) -
     rows = math.ceil(len(corruptions) / columns)
     figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.6 * rows + 0.4), squeeze=False,
                                 sharey=True)
+    cells = [store.cells(r) for r in runs]
     for axis, name in zip(axes.flat, corruptions):
-        for label, summary in zip(_run_legends(runs), summaries):
+        for label, summary, stored in zip(_run_legends(runs), summaries, cells):
             rates = summary["errors"].get(name, [None] * 5)
             points = [(s, e) for s, e in zip(range(1, 6), rates) if e is not None]
             if points:
-                axis.plot(*zip(*points), marker="o", label=label)
+                (line,) = axis.plot(*zip(*points), marker="o", label=label)
+                _band(axis, [s for s, _ in points], [_wilson(stored[name, str(s)]) for s, _ in points],
+                      line.get_color())
+                if summary["clean_error"] is not None:  # the clean error, for reference
+                    axis.axhline(summary["clean_error"], color=line.get_color(), linestyle="--", linewidth=0.8)
         axis.set_title(name, fontsize=9)
         axis.set_xticks(range(1, 6))
         axis.grid(alpha=0.3)
