@@ -133,3 +133,12 @@ def test_plots_show_interval_bands_and_the_clean_error(tmp_path, cifar_test_dir,
     assert any(isinstance(c, PolyCollection) for c in corruption.collections)
     assert any(line.get_linestyle() == "--" for line in corruption.get_lines())  # the clean error
     assert any(isinstance(c, PolyCollection) for c in attack.collections)
+
+
+def test_attack_tables_do_not_repeat_the_clean_column_as_eps_0(tmp_path, cifar_test_dir, resnet20_file):
+    db = str(tmp_path / "r.sqlite")
+    _run("eval-attack", "--model", "CIFAR10_ResNet20_GAP", "--checkpoint", str(resnet20_file), "--data",
+         str(cifar_test_dir), "--workers", "0", "--quiet", "--db", db, "--limit", "8", "--attacks", "linf-pgd",
+         "--steps", "1", "--eps", "0,1/255")
+    table = _run("table", "--db", db).stdout
+    assert "| clean" in table and "eps 1/255" in table and "eps 0 " not in table and "eps 0|" not in table

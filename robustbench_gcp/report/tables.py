@@ -10,6 +10,7 @@ from fractions import Fraction
 
 from tabulate import tabulate
 
+from ..attacks import epsilon_value
 from ..comparison import DEFAULT_ALPHA, Comparison, compare_runs, same_images
 from ..corruptions import names
 from ..metrics import corruption_error
@@ -180,7 +181,8 @@ def attack_tables(store: ResultStore, runs: Sequence[Run], fmt: str = "github",
     comparisons = _twin_columns(store, runs, alpha) if pairs else {}
     text = []
     for title, per_run in blocks:
-        levels = list(dict.fromkeys(level for values, _ in per_run for level in values))
+        # ε = 0 is the clean image: its column would repeat "clean"
+        levels = [lv for lv in dict.fromkeys(level for values, _ in per_run for level in values) if epsilon_value(lv)]
         rows = [[label, _with_interval(summary["clean_accuracy"], summary.get("clean_accuracy_ci"), fmt),
                  *[_with_interval(values.get(level), intervals.get(level), fmt) for level in levels]]
                 for label, summary, (values, intervals) in zip(labels, summaries, per_run)]
