@@ -488,6 +488,8 @@ def _run_options(parser: argparse.ArgumentParser, strict: bool = True) -> None:
     parser.add_argument("--batch-size", type=int, default=128, help="images per batch (does not change results)")
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="DataLoader decode processes")
     parser.add_argument("--device", help="cpu or cuda (default: cuda when present)")
+    parser.add_argument("--threads", type=int, help="CPU threads for torch's operations (default: torch's, one per "
+                        "core; on a machine shared with other jobs pass fewer)")
     if strict:
         parser.add_argument("--strict", action="store_true", help="fail on unreadable images instead of skipping them")
     parser.add_argument("--db", default=DEFAULT_DB, help="results database (SQLite); reruns resume from it")
@@ -538,6 +540,8 @@ def _corrupt_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=0, help="DataLoader decode processes")
     parser.add_argument("--seed", type=int, default=0, help="seed of every random draw")
     parser.add_argument("--size", type=int, help="resize+center-crop side (default 224; 32 for cifar10-c, kept as is)")
+    parser.add_argument("--threads", type=int, help="CPU threads for torch's operations (default: torch's, one per "
+                        "core; on a machine shared with other jobs pass fewer)")
     parser.add_argument("--chunk-size", type=int, default=4096,
                         help="images decoded once and corrupted in every (corruption, severity) before the next")
     _decode_option(parser)
@@ -602,6 +606,8 @@ def _perturb_arguments(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(protocol="imagenet-p")
     parser.add_argument("--device", help="cpu or cuda (default: cuda when present)")
     parser.add_argument("--batch-size", type=int, default=128, help="frames per batch (does not change results)")
+    parser.add_argument("--threads", type=int, help="CPU threads for torch's operations (default: torch's, one per "
+                        "core; on a machine shared with other jobs pass fewer)")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader decode processes")
     parser.add_argument("--seed", type=int, default=0, help="seed of every random draw")
     parser.add_argument("--chunk-size", type=int, default=256, help="clean images decoded at once")
@@ -674,6 +680,8 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="cpu or cuda (default: cuda when present)")
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="DataLoader decode processes")
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights and the data order")
+    parser.add_argument("--threads", type=int, help="CPU threads for torch's operations (default: torch's, one per "
+                        "core; on a machine shared with other jobs pass fewer)")
     _precision_option(parser, "bf16", "no-autocast", "fp32")
     parser.add_argument("--plot", help="write a learning-curve PNG here at the end")
     parser.add_argument("--compare", nargs="*", default=[], help="more log.jsonl files for the same plot")
@@ -685,6 +693,8 @@ def _demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="ImageFolder root with train/ and val/ instead of the built-in set")
     parser.add_argument("--epochs", type=int, default=5, help="training epochs per model")
     parser.add_argument("--quick", action="store_true", help="a reduced setting (tiny data, 1 epoch)")
+    parser.add_argument("--threads", type=int, help="CPU threads for torch's operations (default: torch's, one per "
+                        "core; on a machine shared with other jobs pass fewer)")
     parser.add_argument("--device", help="cpu or cuda (default: cuda when present)")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader decode processes")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -835,6 +845,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser(command).parse_args(argv)
     warnings.formatwarning = _one_line_warning(command)
     try:
+        if getattr(args, "threads", None) is not None:
+            from .devices import set_threads
+
+            set_threads(args.threads)
         status = args.command_function(args) or 0
         sys.stdout.flush()
         return status

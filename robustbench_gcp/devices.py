@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .errors import UsageError
+
 
 def to_float_images(batch: Tensor, device: torch.device | str) -> Tensor:
     """uint8 (N, 3, H, W) on the host → float in [0, 1] on ``device``."""
@@ -30,3 +32,11 @@ def effective_precision(requested: str, device: torch.device) -> str:
 def autocast(precision: str, device: torch.device) -> torch.autocast:
     """The autocast context of an effective precision (the GCP square root stays float32 inside)."""
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def set_threads(count: int) -> None:
+    """torch's intra-op threads (``--threads``): fewer than the cores on a machine other jobs share,
+    where one thread per core for every process makes them all wait for each other."""
+    if count < 1:
+        raise UsageError(f"--threads {count}: pass 1 or more")
+    torch.set_num_threads(count)

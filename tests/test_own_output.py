@@ -142,3 +142,18 @@ def test_attack_tables_do_not_repeat_the_clean_column_as_eps_0(tmp_path, cifar_t
          "--steps", "1", "--eps", "0,1/255")
     table = _run("table", "--db", db).stdout
     assert "| clean" in table and "eps 1/255" in table and "eps 0 " not in table and "eps 0|" not in table
+
+
+def test_threads_sets_torchs_threads_and_refuses_zero(tmp_path, cifar_test_dir):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        _run("eval-corruption", "--model", "cifar_resnet20_gap", "--data", str(cifar_test_dir), "--limit", "4",
+             "--corruptions", "fog", "--severities", "1", "--workers", "0", "--quiet", "--threads", "1", "--db",
+             str(tmp_path / "r.sqlite"))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    refused = run_cli_in_process("demo", "--threads", "0", "--out", str(tmp_path / "demo"))
+    assert refused.returncode == 2 and "--threads 0" in refused.stderr
