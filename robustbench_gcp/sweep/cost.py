@@ -2,8 +2,8 @@
 
 The throughput figures are forward passes of ResNet-50 measured on one H200 (batch 256:
 15,758 images/s GAP and 12,370 GCP under bf16 autocast, 9,412 / 7,511 in fp32; see
-docs/benchmarks.md) and on this project's 2-core CPU (fp32, batch 64: 11.5 images/s GAP). Other
-architectures scale by their multiply-adds at their input size, relative to ResNet-50's 4.1 G,
+docs/benchmarks.md) and on this project's 2-core CPU (fp32, batch 64: 10.9 images/s GAP, 9.2
+GCP). Other architectures scale by their multiply-adds at their input size, relative to ResNet-50's 4.1 G,
 GCP heads by ResNet-50's GCP/GAP ratio. The on-the-fly corruption evaluation runs at 0.41× the
 bare model on the H200 (corrupting and decoding), and released files at 0.2× (the loader), and
 neither faster than the pipeline alone (10,026 and 2,579 images/s there), which bounds small
@@ -22,7 +22,7 @@ from ..models.registry import architecture_info
 _RESNET50 = {  # forward images/s of ResNet-50 GAP, GCP per device kind and precision
     ("h200", "bf16"): (15758.0, 12370.0),
     ("h200", "fp32"): (9412.0, 7511.0),
-    ("cpu", "fp32"): (11.5, 9.0),
+    ("cpu", "fp32"): (10.9, 9.2),
 }
 _GIGA_MACS = {  # multiply-adds of each backbone family at its input size
     "resnet18": 1.8, "resnet34": 3.6, "resnet50": 4.1, "resnet101": 7.8, "mobilenet_v2": 0.3,
