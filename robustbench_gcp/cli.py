@@ -427,7 +427,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from .sweep import RunOptions, SlurmOptions, missing_paths, plan, read_sweep, run_sweep, sweep_status
+    from .sweep import MERGED, RunOptions, SlurmOptions, missing_paths, plan, read_sweep, run_sweep, sweep_status
     from .sweep.display import plan_table, status_table
 
     if args.action == "status":
@@ -450,7 +450,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     outcome = run_sweep(Path(args.path), Path(args.out), options)
     print(status_table(outcome.status))
     if outcome.merged:
-        print(f"merged: {outcome.merged.line(Path(args.out) / 'merged.sqlite')}")
+        print(f"merged: {outcome.merged.line(Path(args.out) / MERGED)}")
     return 1 if any(s.state == "failed" for s in outcome.status) else 0
 
 

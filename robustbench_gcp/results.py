@@ -152,7 +152,10 @@ class ResultStore:
                     for column in added:
                         if column not in present:
                             db.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT")
-            _never_reuse_run_ids(self.path)
+                (schema,) = db.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'runs'"
+                                       ).fetchone()
+            if not _autoincrement(schema):  # a database from before: converted once, not on every open
+                _never_reuse_run_ids(self.path)
         except sqlite3.OperationalError as error:
             raise ResultsError(f"--db {self.path}: cannot write to it ({error}); pass a writable path") from None
 
@@ -232,8 +235,11 @@ class ResultStore:
         """Runs by id or by --name label (several runs may share a label)."""
         found = [r for r in self.runs() if str(r.id) == selector or r.name == selector]
         if not found:
-            raise ResultsError(f"{self.path} has no run with id or name {selector!r}; `gcp-robust runs` lists them")
+            raise self._no_run(selector)
         return found
+
+    def _no_run(self, selector: str) -> ResultsError:
+        return ResultsError(f"{self.path} has no run with id or name {selector!r}; `gcp-robust runs` lists them")
 
     def delete(self, selector: str) -> list[tuple[int, str | None, int]]:
         """Remove the runs with this id or --name label and their cells, without reading their
@@ -242,7 +248,7 @@ class ResultStore:
             rows = db.execute("SELECT id, name FROM runs WHERE CAST(id AS TEXT) = ? OR name = ? ORDER BY id",
                               (selector, selector)).fetchall()
             if not rows:
-                raise ResultsError(f"{self.path} has no run with id or name {selector!r}; `gcp-robust runs` lists them")
+                raise self._no_run(selector)
             removed = []
             for run_id, name in rows:
                 cells = db.execute("DELETE FROM cells WHERE run_id = ?", (run_id,)).rowcount
@@ -308,7 +314,7 @@ def _never_reuse_run_ids(path: Path) -> None:
         db.execute("PRAGMA busy_timeout=60000")
         db.execute("BEGIN IMMEDIATE")
         (schema,) = db.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'runs'").fetchone()
-        if "AUTOINCREMENT" not in schema.upper():
+        if not _autoincrement(schema):  # read again under the lock: another process may have converted it
             _renumbered_runs(db, schema)
         db.execute("COMMIT")
     except BaseException:
@@ -317,6 +323,10 @@ def _never_reuse_run_ids(path: Path) -> None:
         raise
     finally:
         db.close()
+
+
+def _autoincrement(schema: str) -> bool:
+    return "AUTOINCREMENT" in schema.upper()
 
 
 def _renumbered_runs(db: sqlite3.Connection, schema: str) -> None:

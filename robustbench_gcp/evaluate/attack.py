@@ -20,7 +20,6 @@ import torch
 from torch import Tensor, nn
 
 from ..attacks import (
-    ATTACKS,
     AttackSettings,
     Epsilon,
     attack_spec,
@@ -138,9 +137,8 @@ def check_config(config: AttackEvalConfig) -> list[Epsilon]:
 
 
 def _bounding_norm(config: AttackEvalConfig) -> str:
-    """The norm that bounds the run's ε (every attack runs at every ε): L∞ where any attack is an L∞ one."""
-    norms = {ATTACKS[name].norm if name in ATTACKS else config.norm for name in config.attacks}
-    return "linf" if "linf" in norms else "l2"
+    """The norm that bounds the run's ε: the one norm of its attacks (``check_config`` refuses a mix)."""
+    return next(iter(attacks_by_norm(config.attacks, config.norm)))
 
 
 def _check_stored_norms(store: ResultStore, identity: dict, config: AttackEvalConfig) -> None:

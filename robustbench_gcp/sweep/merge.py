@@ -132,14 +132,14 @@ def merge_stores(sources: Sequence[str | Path], target: str | Path) -> MergeRepo
         if cell in cells:
             continue
         run = runs[cell[0]]
-        config = _config(run)
-        size = run_size(config)
-        for part, path in zip(found, part_origin[cell]):
-            if not part_fits(CellPart(cell[1], cell[2], *part), size):
+        size = run_size(json.loads(run.config))
+        cell_parts = [CellPart(cell[1], cell[2], *part) for part in found]
+        for part, path in zip(cell_parts, part_origin[cell]):
+            if not part_fits(part, size):
                 raise SweepError(f"{path}: a stored part of cell {cell[1]} {cell[2]} of {run.model} does not fit "
                                  f"its {size} images (a damaged store); leave that file out")
         _check_overlaps(run, cell, found, part_origin[cell], size)
-        merged = _MERGES[run.kind](cell[1], cell[2], [CellPart(cell[1], cell[2], *p) for p in found], size)
+        merged = _MERGES[run.kind](cell[1], cell[2], cell_parts, size)
         if merged is not None:
             joined[cell] = (merged.n, merged.top1_errors, merged.top5_errors, merged.skipped, merged.mask)
         else:
@@ -149,10 +149,6 @@ def merge_stores(sources: Sequence[str | Path], target: str | Path) -> MergeRepo
     report.cells_added, report.cells_already, report.cells_from_parts = len(new_cells), len(before), len(joined)
     _write(target, runs, new_cells, {c: p for c, p in parts.items() if c not in cells and c not in joined})
     return report
-
-
-def _config(run: _Run) -> dict:
-    return json.loads(run.config)
 
 
 def _check_overlaps(run: _Run, cell: tuple, found: list[tuple], origins: list[Path], size: int) -> None:

@@ -53,13 +53,11 @@ class WorkUnit:
     images: int
     minutes: float
 
-    def config(self, db: Path, workers: int | None = None):
+    def config(self, db: Path):
         """The evaluation's configuration, writing to ``db``."""
         common = dict(model=self.model, data=Path(self.data), num_classes=self.num_classes, db=db,
                       checkpoint=Path(self.checkpoint) if self.checkpoint else None,
                       **_paths(self.options))
-        if workers is not None:
-            common["workers"] = workers
         shard = tuple(self.shard) if self.shard else None
         if self.kind == "corruption":
             return CorruptionEvalConfig(corruptions=self.cells, shard=shard, **common)
