@@ -1,11 +1,20 @@
-"""Images/s of every corruption: native (CPU, and GPU where present) vs the imagecorruptions package.
+"""Images/s of every corruption: native (CPU, and GPU where present) vs the imagecorruptions package,
+and of the ImageNet-C-bar / CIFAR-10-C-bar corruptions vs their per-image NumPy version.
 
 The package runs image by image on the CPU, in one process and in a pool of all cores; native
 runs batched. Severity 3, 224-px real-looking images (smooth random fields), ratios measured in
 the same run; prints a markdown table.
 
-    python benchmarks/corruptions.py                       # all 19, batch 64
+C-bar: the per-image NumPy version of the published definitions (tests/cbar_reference.py) draws
+and renders one image at a time in one process; native draws per-image streams and renders the
+batch, on one thread and on all of torch's; both produce the 8-bit image the generators store
+(the JPEG storage step of ImageNet-C-bar, the same libjpeg on both sides, is left out of the CPU
+ratio). Each protocol at its generator's size (224 / 32 px); runs alternate and the medians are
+compared. On a GPU: corrupt() with the storage step, both protocols at 224 px.
+
+    python benchmarks/corruptions.py                       # all 19, batch 64, then C-bar
     python benchmarks/corruptions.py --corruptions common --batch 256 --reference-images 32
+    python benchmarks/corruptions.py --sets c-bar          # C-bar only
 """
 
 from __future__ import annotations
@@ -21,10 +30,14 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the per-image NumPy version of C-bar
 from timing import default_devices, median_seconds  # noqa: E402
 
-from robustbench_gcp.corruptions import corrupt, names  # noqa: E402
+from robustbench_gcp.corruptions import C_BAR_PROTOCOLS, corrupt, corrupt_to_uint8, names  # noqa: E402
+from robustbench_gcp.corruptions.params import PARAMETERS  # noqa: E402
 from robustbench_gcp.rng import image_streams  # noqa: E402
+
+C_BAR_SIZE = {"imagenet-c-bar": 224, "cifar10-c-bar": 32}
 
 
 def sample_images(count: int, size: int, seed: int = 0) -> torch.Tensor:
@@ -68,8 +81,102 @@ def native_rate(images: torch.Tensor, name: str, severity: int, device: torch.de
     return len(batch) / median_seconds(run, device, repeats=3, warmup=1)
 
 
+def _numpy_seconds(arrays: list, name: str, value: float) -> float:
+    """Seconds per image of the per-image NumPy version: its own draws, then its rendering."""
+    import cbar_reference
+
+    start = time.perf_counter()
+    for i, array in enumerate(arrays):
+        cbar_reference.apply(name, array, value, cbar_reference.sample(name, np.random.RandomState(i),
+                                                                       array.shape[0], value))
+    return (time.perf_counter() - start) / len(arrays)
+
+
+def _native_seconds(images: torch.Tensor, name: str, severity: int, protocol: str, threads: int) -> float:
+    """Seconds per image of native generation on the CPU with ``threads`` threads (one call)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        streams = image_streams(0, range(len(images)), name, severity)
+        start = time.perf_counter()
+        corrupt_to_uint8(images, name, severity, protocol=protocol, generator=streams, check_input=False)
+        return (time.perf_counter() - start) / len(images)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def c_bar_cpu_rates(protocol: str, severity: int, batch: int, numpy_images: int, repeats: int) -> list[tuple]:
+    """Per corruption: images/s of the NumPy version, native on 1 thread and on all threads."""
+    size = C_BAR_SIZE[protocol]
+    images = (sample_images(batch, size, seed=2) * 255).round() / 255
+    arrays = list((images[:numpy_images] * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy())
+    threads = torch.get_num_threads()
+    rows = []
+    for name in names(protocol):
+        value = PARAMETERS[protocol][name][severity - 1]
+        _native_seconds(images[:2], name, severity, protocol, threads)  # warm-up (cached operators)
+        _numpy_seconds(arrays[:1], name, value)
+        times = {"numpy": [], "one": [], "all": []}
+        for _ in range(repeats):  # alternating, so a busy moment of the machine hits all three alike
+            times["numpy"].append(_numpy_seconds(arrays, name, value))
+            times["one"].append(_native_seconds(images, name, severity, protocol, 1))
+            times["all"].append(_native_seconds(images, name, severity, protocol, threads))
+        rows.append((name, *(1 / np.median(times[k]) for k in ("numpy", "one", "all"))))
+    return rows
+
+
+def c_bar_gpu_rate(protocol: str, name: str, severity: int, batch: int, size: int) -> float:
+    """Images/s of corrupt() (with the storage step) on the GPU, per-image streams."""
+    device = torch.device("cuda")
+    images = sample_images(batch, size, seed=3).to(device)
+    streams = image_streams(0, range(batch), name, severity, device)
+
+    def run() -> None:
+        corrupt(images, name, severity, protocol=protocol, generator=streams, check_input=False)
+
+    return batch / median_seconds(run, device, repeats=3, warmup=1)
+
+
+def run_c_bar(args: argparse.Namespace) -> None:
+    gpu = torch.cuda.is_available()
+    print(f"\ntorch {torch.__version__}, {os.cpu_count()} CPU cores"
+          f"{', ' + torch.cuda.get_device_name() if gpu else ''}")
+    print(f"C-bar, severity {args.severity}, torch threads {torch.get_num_threads()}: native (per-image streams) vs "
+          "the per-image NumPy version, 8-bit output, medians of alternating runs\n")
+    header = "| protocol | corruption | NumPy, 1 process | native, 1 thread | × | native, all threads | × |"
+    header += f" GPU, {args.gpu_size} px, with storage |" if gpu else ""
+    print(header)
+    print("|---" * (header.count("|") - 1) + "|")
+    for protocol in C_BAR_PROTOCOLS:
+        size = C_BAR_SIZE[protocol]
+        batch = args.c_bar_batch or (32 if size == 224 else 256)
+        numpy_images = args.c_bar_numpy_images or (8 if size == 224 else 64)
+        gpu_rates, ratios = [], []
+        for name, numpy_rate, one, every in c_bar_cpu_rates(protocol, args.severity, batch, numpy_images,
+                                                              args.repeats):
+            ratios.append(every / numpy_rate)
+            row = (f"| {protocol} | {name} | {numpy_rate:.0f} | {one:.0f} | {one / numpy_rate:.1f} | {every:.0f} | "
+                   f"{every / numpy_rate:.1f} |")
+            if gpu:
+                rate = c_bar_gpu_rate(protocol, name, args.severity, args.gpu_batch, args.gpu_size)
+                gpu_rates.append(rate)
+                row += f" {rate:.0f} |"
+            print(row, flush=True)
+        line = f"\n{protocol}: native on all threads ≥ {min(ratios):.1f}× the NumPy version (geometric mean " \
+               f"{np.exp(np.mean(np.log(ratios))):.1f}×)"
+        if gpu_rates:
+            line += f"; GPU at {args.gpu_size} px: mean {np.mean(gpu_rates):.0f} img/s, min {min(gpu_rates):.0f} img/s"
+        print(line + "\n", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sets", default="imagenet-c,c-bar", help="imagenet-c (vs the package), c-bar, or both")
+    parser.add_argument("--c-bar-batch", type=int, help="C-bar native CPU batch (default 32 at 224 px, 256 at 32)")
+    parser.add_argument("--c-bar-numpy-images", type=int,
+                        help="images of the C-bar NumPy version per run (default 8 at 224 px, 64 at 32)")
+    parser.add_argument("--repeats", type=int, default=3, help="alternating C-bar runs whose medians are compared")
+    parser.add_argument("--gpu-size", type=int, default=224, help="image side of the C-bar GPU timing")
     parser.add_argument("--corruptions", default="all")
     parser.add_argument("--severity", type=int, default=3)
     parser.add_argument("--batch", type=int, default=64, help="native batch size on the CPU (0: skip the CPU)")
@@ -77,6 +184,14 @@ def main() -> None:
     parser.add_argument("--reference-images", type=int, default=16, help="0: skip the package (GPU rates only)")
     parser.add_argument("--protocol", default="imagecorruptions", help="native protocol to time")
     args = parser.parse_args()
+    sets = args.sets.split(",")
+    if "imagenet-c" in sets:
+        run_imagenet_c(args)
+    if "c-bar" in sets:
+        run_c_bar(args)
+
+
+def run_imagenet_c(args: argparse.Namespace) -> None:
     chosen = names(args.corruptions) if args.corruptions in ("all", "common", "extra") else args.corruptions.split(",")
     devices = default_devices()
     cpu_images = sample_images(max(args.batch, args.reference_images), 224)

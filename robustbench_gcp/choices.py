@@ -4,9 +4,13 @@ lists them without loading torch, and each package takes its own values from her
 from __future__ import annotations
 
 PRECISIONS = ("bf16", "fp32")
-CORRUPTION_PROTOCOLS = ("imagecorruptions", "imagenet-c", "cifar10-c")
+IMAGENET_C_PROTOCOLS = ("imagecorruptions", "imagenet-c", "cifar10-c")  # generators of the 19 ImageNet-C corruptions
+C_BAR_PROTOCOLS = ("imagenet-c-bar", "cifar10-c-bar")  # generators of ImageNet-C-bar / CIFAR-10-C-bar (Mintun et al.)
+CORRUPTION_PROTOCOLS = IMAGENET_C_PROTOCOLS + C_BAR_PROTOCOLS
 CORRUPTION_BACKENDS = ("native", "reference")
 CORRUPTION_SOURCES = ("generated", "imagenet-c", "cifar10-c")
+SHIFT_SOURCES = ("imagenet-a", "imagenet-r", "imagenet-sketch", "imagenetv2")  # natural distribution shifts
+V2_VARIANTS = ("matched-frequency", "threshold0.7", "top-images")
 DECODERS = ("pil", "device")
 PERTURBATION_PROTOCOLS = ("imagenet-p", "cifar10-p")
 VIDEO_SOURCES = ("generated", "imagenet-p", "cifar10-p")

@@ -1,7 +1,9 @@
 """Write a corrupted copy of an ImageFolder in the released ImageNet-C layout.
 
-``<out>/<corruption>/<severity>/<class>/<file>``: JPEG q85 for the imagenet-c protocol (what
-the released files are), PNG otherwise; nested folders inside a class keep their relative path.
+``<out>/<corruption>/<severity>/<class>/<file>``: JPEG q85 for the imagenet-c and imagenet-c-bar
+protocols (what the released files are), PNG otherwise (the C-bar protocols name the severity
+folder by the generator's severity value, as the released ImageNet-C-Bar does); nested folders
+inside a class keep their relative path.
 Each file is written atomically and existing files are skipped, so an interrupted export resumes
 where it stopped; per-image seeds make the resumed output identical to an uninterrupted one.
 """
@@ -12,14 +14,22 @@ import os
 from collections import Counter, deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .choices import DECODERS
-from .corruptions.api import IMAGENET_C_JPEG_QUALITY, check_name, check_options, corrupt_to_uint8, names
+from .corruptions.api import (
+    IMAGENET_C_JPEG_QUALITY,
+    JPEG_PROTOCOLS,
+    benchmark_names,
+    check_name,
+    check_options,
+    corrupt_to_uint8,
+    severity_folder,
+)
 from .corruptions.ops import quiet_torchvision_codecs
 from .corruptions.params import MIN_SIZE
 from .data.batches import DeviceDecoding, ImageBatches, UnreadableImages, batches_of
@@ -32,7 +42,7 @@ from .fileio import atomic_write_bytes
 from .progress import progress_bar
 from .rng import image_streams
 
-DEFAULT_SIZE = {"imagenet-c": 224, "imagecorruptions": 224, "cifar10-c": 32}
+DEFAULT_SIZE = {"imagenet-c": 224, "imagecorruptions": 224, "cifar10-c": 32, "imagenet-c-bar": 224, "cifar10-c-bar": 32}
 
 
 class ExportError(Error, ValueError):
@@ -46,7 +56,7 @@ class ExportConfig:
     data: Path
     out: Path
     protocol: str = "imagenet-c"
-    corruptions: Sequence[str] = field(default_factory=lambda: names("common"))
+    corruptions: Sequence[str] | None = None  # None: the protocol's benchmark set (common; a C-bar protocol's 10)
     severities: Sequence[int] = (1, 2, 3, 4, 5)
     backend: str = "native"
     device: str = "cpu"
@@ -70,7 +80,7 @@ def _encode(image: torch.Tensor, protocol: str) -> bytes:
     from torchvision.io import encode_jpeg, encode_png
 
     with quiet_torchvision_codecs():
-        if protocol == "imagenet-c":
+        if protocol in JPEG_PROTOCOLS:
             return encode_jpeg(image, quality=IMAGENET_C_JPEG_QUALITY).numpy().tobytes()
         return encode_png(image).numpy().tobytes()
 
@@ -79,7 +89,7 @@ def relative_targets(root: Path, sources: Sequence[str], protocol: str) -> list[
     """Each source image's path under a (corruption, severity) folder: its path below ``root`` with
     the output format's suffix. Two sources that would land on one file (``0001.jpg`` and
     ``0001.png``) both keep their whole name before the suffix (``0001.jpg.png``, ``0001.png``)."""
-    suffix = ".JPEG" if protocol == "imagenet-c" else ".png"
+    suffix = ".JPEG" if protocol in JPEG_PROTOCOLS else ".png"
     relative = [Path(path).relative_to(root) for path in sources]
     plain = [path if path.suffix == suffix else path.with_suffix(suffix) for path in relative]
     taken = Counter(plain)
@@ -117,6 +127,8 @@ def export_corrupted_folder(config: ExportConfig, progress: bool = True) -> Expo
     (corruption, severity) still missing files corrupts the chunk on the device, and a pool of
     threads encodes and writes the files while the next batch is corrupted.
     """
+    if config.corruptions is None:
+        config = replace(config, corruptions=benchmark_names(config.protocol))
     for name in config.corruptions:
         check_name(name)
     size = _check(config)
@@ -127,7 +139,8 @@ def export_corrupted_folder(config: ExportConfig, progress: bool = True) -> Expo
     relative = relative_targets(root, [path for path, _ in samples], config.protocol)
     summary = ExportSummary()
     cells = [(c, s) for c in config.corruptions for s in config.severities]
-    targets = {cell: [config.out / cell[0] / str(cell[1]) / path for path in relative] for cell in cells}
+    targets = {cell: [config.out / cell[0] / severity_folder(config.protocol, *cell) / path for path in relative]
+               for cell in cells}
     missing = {cell: np.array([not target.exists() for target in targets[cell]], dtype=bool) for cell in cells}
     summary.skipped = int(sum((~m).sum() for m in missing.values()))
     bar = progress_bar(len(cells) * len(dataset), "corrupt", progress)

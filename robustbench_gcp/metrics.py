@@ -1,8 +1,10 @@
 """Corruption metrics: error, CE, mCE and relative mCE against the AlexNet baseline.
 
 ``errors`` maps a corruption name to its five top-1 error rates (fractions in [0, 1], severity 1
-first); every function returns percent. mCE and relative mCE use the 15 benchmark corruptions.
-A rate may also be a numpy array (one value per bootstrap resample): the formulas are elementwise.
+first); every function returns percent. mCE and relative mCE use the 15 benchmark corruptions
+and AlexNet's published errors, or any corruptions and a baseline table (a stored run's errors:
+the C-bar protocols are normalised that way). A rate may also be a numpy array (one value per
+bootstrap resample): the formulas are elementwise.
 """
 
 from __future__ import annotations
@@ -43,43 +45,69 @@ ALEXNET_CLEAN_ERROR = 1 - 0.5652
 ErrorTable = Mapping[str, Sequence[float]]
 
 
-def _complete(errors: ErrorTable) -> None:
-    missing = [n for n in names("common")
+def _complete(errors: ErrorTable, corruptions: Sequence[str], what: str = "") -> None:
+    missing = [n for n in corruptions
                if n not in errors or len(errors[n]) != 5 or any(r is None for r in errors[n])]
     if missing:
-        raise ValueError(f"mCE needs all 15 benchmark corruptions at severities 1-5; missing: {', '.join(missing)}")
+        raise ValueError(f"mCE needs all {len(corruptions)} corruptions at severities 1-5{what}; missing: "
+                         f"{', '.join(missing)}")
 
 
-def corruption_error(name: str, rates: Sequence[float]) -> float:
-    """CE of one corruption: Σ_s E(f, c, s) / Σ_s E(AlexNet, c, s), in percent."""
-    return 100 * sum(rates) / sum(ALEXNET_ERRORS[name])
+def corruption_error(name: str, rates: Sequence[float], baseline: ErrorTable | None = None) -> float:
+    """CE of one corruption: Σ_s E(f, c, s) / Σ_s E(baseline, c, s), in percent (AlexNet's by default)."""
+    return 100 * sum(rates) / sum((ALEXNET_ERRORS if baseline is None else baseline)[name])
 
 
-def relative_corruption_error(name: str, rates: Sequence[float], clean_error: float) -> float:
-    """Relative CE, clean error subtracted per severity: Σ_s (E − E_clean) / Σ_s (E_Alex − E_Alex,clean)."""
+def relative_corruption_error(name: str, rates: Sequence[float], clean_error: float, baseline: ErrorTable | None = None,
+                              baseline_clean: float | None = None) -> float:
+    """Relative CE, clean error subtracted per severity: Σ_s (E − E_clean) / Σ_s (E_base − E_base,clean)
+    (AlexNet by default)."""
+    if baseline is None:
+        baseline, baseline_clean = ALEXNET_ERRORS, ALEXNET_CLEAN_ERROR
     ours = sum(rate - clean_error for rate in rates)
-    alexnet = sum(rate - ALEXNET_CLEAN_ERROR for rate in ALEXNET_ERRORS[name])
-    return 100 * ours / alexnet
+    theirs = sum(rate - baseline_clean for rate in baseline[name])
+    return 100 * ours / theirs
 
 
-def mce(errors: ErrorTable) -> float:
-    """Mean CE over the 15 benchmark corruptions (AlexNet = 100)."""
-    _complete(errors)
-    return sum(corruption_error(n, errors[n]) for n in names("common")) / 15
+def _normalised_by(corruptions: Sequence[str] | None, baseline: ErrorTable | None) -> Sequence[str]:
+    """The corruptions an mCE averages over: the 15 benchmark ones against AlexNet, or those named
+    (which the baseline must hold at every severity)."""
+    if baseline is None:
+        return names("common") if corruptions is None else corruptions
+    if corruptions is None:
+        raise ValueError("an mCE against a baseline run needs the corruptions it averages over")
+    _complete(baseline, corruptions, " in the baseline run")
+    return corruptions
 
 
-def relative_mce(errors: ErrorTable, clean_error: float) -> float:
-    """Mean relative CE over the 15 benchmark corruptions."""
-    _complete(errors)
-    return sum(relative_corruption_error(n, errors[n], clean_error) for n in names("common")) / 15
+def mce(errors: ErrorTable, baseline: ErrorTable | None = None, corruptions: Sequence[str] | None = None) -> float:
+    """Mean CE over the 15 benchmark corruptions (AlexNet = 100), or over ``corruptions`` against
+    a ``baseline`` table (baseline = 100)."""
+    chosen = _normalised_by(corruptions, baseline)
+    _complete(errors, chosen)
+    return sum(corruption_error(n, errors[n], baseline) for n in chosen) / len(chosen)
 
 
-def mean_error(errors: ErrorTable) -> float:
-    """Unnormalised mean top-1 error over every given (benchmark corruption, severity), percent.
+def relative_mce(errors: ErrorTable, clean_error: float, baseline: ErrorTable | None = None,
+                 baseline_clean: float | None = None, corruptions: Sequence[str] | None = None) -> float:
+    """Mean relative CE over the 15 benchmark corruptions, or over ``corruptions`` against a
+    ``baseline`` table and its clean error."""
+    chosen = _normalised_by(corruptions, baseline)
+    _complete(errors, chosen)
+    return sum(relative_corruption_error(n, errors[n], clean_error, baseline, baseline_clean)
+               for n in chosen) / len(chosen)
 
-    The CIFAR-10-C convention (and RobustBench's corruption accuracy = 100 − this).
+
+def mean_error(errors: ErrorTable, corruptions: Sequence[str] | None = None) -> float:
+    """Unnormalised mean top-1 error over every given (benchmark corruption, severity), percent:
+    the 15 of ImageNet-C where any of them is given, else those of C-bar (a run holds one set).
+
+    The CIFAR-10-C convention (and RobustBench's corruption accuracy = 100 − this); the C-bar
+    papers' average error.
     """
-    rates = [r for n in names("common") if n in errors for r in errors[n] if r is not None]
+    if corruptions is None:
+        corruptions = names("common") if any(n in errors for n in names("common")) else names("c-bar")
+    rates = [r for n in corruptions if n in errors for r in errors[n] if r is not None]
     if not rates:
         raise ValueError("mean_error needs at least one benchmark corruption")
     return 100 * sum(rates) / len(rates)

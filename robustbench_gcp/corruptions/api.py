@@ -11,7 +11,9 @@ from ..choices import CORRUPTION_BACKENDS
 from ..errors import Error, did_you_mean
 from ..rng import Draws, Randomness
 from . import blur, digital, noise, ops, spatter, weather
-from .params import MIN_SIZE, PARAMETERS, PROTOCOLS
+from .cbar import CORRUPTIONS as C_BAR_FUNCTIONS
+from .cbar import CBarCorruption
+from .params import ALL_PROTOCOLS, C_BAR_PROTOCOLS, MIN_SIZE, PARAMETERS
 
 CorruptionFn = Callable[[Tensor, object, Draws, str], Tensor]
 
@@ -24,7 +26,10 @@ _FAMILIES = {
 }
 _EXTRA = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
 _COMMON = tuple(name for family in _FAMILIES.values() for name in family)
-_SUBSETS = {"common": _COMMON, "extra": _EXTRA, "all": _COMMON + _EXTRA, **_FAMILIES}
+# Each C-bar protocol's 10 corruptions, in the order of its generator's table; "c-bar" is all 15.
+_C_BAR = {protocol: tuple(PARAMETERS[protocol]) for protocol in C_BAR_PROTOCOLS}
+_C_BAR_ALL = tuple(dict.fromkeys(name for names_ in _C_BAR.values() for name in names_))
+_SUBSETS = {"common": _COMMON, "extra": _EXTRA, "all": _COMMON + _EXTRA, **_FAMILIES, **_C_BAR, "c-bar": _C_BAR_ALL}
 
 _FUNCTIONS: dict[str, CorruptionFn] = {
     "gaussian_noise": noise.gaussian_noise, "shot_noise": noise.shot_noise,
@@ -35,10 +40,15 @@ _FUNCTIONS: dict[str, CorruptionFn] = {
     "brightness": digital.brightness, "contrast": digital.contrast, "saturate": digital.saturate,
     "elastic_transform": digital.elastic_transform, "pixelate": digital.pixelate,
     "jpeg_compression": digital.jpeg_compression,
+    **C_BAR_FUNCTIONS,
 }
 
 BACKENDS = CORRUPTION_BACKENDS
 IMAGENET_C_JPEG_QUALITY = 85
+# The storage step of each protocol's released files: uint8 arrays (np.uint8 of the output) or
+# JPEG q85 of them (ImageNet-C and ImageNet-C-bar); imagecorruptions keeps the float output.
+JPEG_PROTOCOLS = ("imagenet-c", "imagenet-c-bar")
+UINT8_PROTOCOLS = ("cifar10-c", "cifar10-c-bar")
 
 
 class CorruptionError(Error, ValueError):
@@ -46,16 +56,50 @@ class CorruptionError(Error, ValueError):
 
 
 def names(subset: str = "common") -> list[str]:
-    """Corruption names in Hendrycks order: common (15), extra (4), all, or one family."""
+    """Corruption names in Hendrycks order: common (15), extra (4), all (the 19 of ImageNet-C),
+    one family, or a C-bar protocol's 10 (imagenet-c-bar, cifar10-c-bar; c-bar: all 15 of them)."""
     if subset not in _SUBSETS:
         raise CorruptionError(f"unknown subset {subset!r}; choose one of {', '.join(_SUBSETS)}")
     return list(_SUBSETS[subset])
 
 
+def known_names() -> list[str]:
+    """Every corruption the engine knows: the 19 of ImageNet-C, then the 15 of the C-bar sets."""
+    return list(_COMMON + _EXTRA + _C_BAR_ALL)
+
+
+def protocol_names(protocol: str) -> list[str]:
+    """The corruptions a protocol generates: a C-bar protocol's 10, else the 19 of ImageNet-C."""
+    return names(protocol) if protocol in C_BAR_PROTOCOLS else names("all")
+
+
+def benchmark_names(protocol: str | None) -> list[str]:
+    """What a protocol's mean error and mCE average over: a C-bar protocol's 10, else the 15
+    benchmark corruptions of ImageNet-C."""
+    return names(protocol) if protocol in C_BAR_PROTOCOLS else names("common")
+
+
 def check_name(name: str) -> None:
     if name not in _FUNCTIONS:
-        raise CorruptionError(f"unknown corruption {name!r}{did_you_mean(name, names('all'))}; valid names: "
-                              f"{', '.join(names('all'))}")
+        raise CorruptionError(f"unknown corruption {name!r}{did_you_mean(name, known_names())}; valid names: "
+                              f"{', '.join(names('all'))}, and those of C-bar: {', '.join(_C_BAR_ALL)}")
+
+
+def check_protocol(protocol: str) -> None:
+    if protocol not in ALL_PROTOCOLS:
+        raise CorruptionError(f"unknown protocol {protocol!r}; choose one of {', '.join(ALL_PROTOCOLS)}")
+
+
+def check_name_in_protocol(name: str, protocol: str) -> None:
+    """A corruption only runs in the protocols that define it: the 19 of ImageNet-C in
+    imagecorruptions / imagenet-c / cifar10-c, each C-bar set in its own protocol."""
+    check_name(name)
+    check_protocol(protocol)
+    if name not in protocol_names(protocol):
+        homes = [p for p in ALL_PROTOCOLS if name in protocol_names(p)]
+        own = ", ".join(protocol_names(protocol)) if protocol in C_BAR_PROTOCOLS else "the 19 of ImageNet-C"
+        raise CorruptionError(f"corruption {name!r} is not part of protocol {protocol!r} (it is in "
+                              f"{', '.join(homes)}); {protocol} has {own}")
 
 
 def check_images(images: Tensor, protocol: str, values: bool = True) -> None:
@@ -77,6 +121,11 @@ def check_images(images: Tensor, protocol: str, values: bool = True) -> None:
             f"protocol {protocol!r} needs images of at least {smallest}×{smallest} px, got "
             f"{tuple(images.shape[-2:])}; resize first or choose another protocol"
         )
+    if protocol in C_BAR_PROTOCOLS and images.shape[-2] != images.shape[-1]:
+        raise CorruptionError(
+            f"protocol {protocol!r} is defined on square images (its generator's im_size), got "
+            f"{tuple(images.shape[-2:])}; center-crop to a square first"
+        )
 
 
 def is_severity(value: object) -> bool:
@@ -84,12 +133,18 @@ def is_severity(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 5
 
 
+def severity_hint(protocol: str) -> str:
+    """What the levels of a C-bar protocol stand for, for error messages."""
+    if protocol not in C_BAR_PROTOCOLS:
+        return ""
+    return (f" (levels 1-5 of {protocol} are its generator's severity values per corruption, e.g. "
+            f"{', '.join(f'{v:g}' for v in next(iter(PARAMETERS[protocol].values())))})")
+
+
 def check_options(name: str, severity: int, protocol: str, backend: str) -> None:
-    check_name(name)
-    if protocol not in PROTOCOLS:
-        raise CorruptionError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+    check_name_in_protocol(name, protocol)
     if not is_severity(severity):
-        raise CorruptionError(f"severity must be an integer from 1 to 5, got {severity!r}")
+        raise CorruptionError(f"severity must be an integer from 1 to 5, got {severity!r}{severity_hint(protocol)}")
     if backend not in BACKENDS:
         raise CorruptionError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if backend == "reference" and protocol != "imagecorruptions":
@@ -116,12 +171,21 @@ def corrupt(
     device and in any batch). Same shape, dtype and device out. ``check_input=False`` skips the
     value checks of ``images`` (a device synchronisation), for callers that made them from uint8.
     """
-    out = _corrupt_unsaved(images, name, severity, protocol, backend, generator, check_input)
-    if protocol == "cifar10-c":  # the released .npy files hold np.uint8 of the output
-        out = ops.truncate_to_uint8_levels(out)
-    elif protocol == "imagenet-c":  # the released files are np.uint8 of the output, saved as JPEG q85
-        out = ops.jpeg_round_trip(ops.truncate_to_uint8_levels(out), IMAGENET_C_JPEG_QUALITY)
+    # the released files hold np.uint8 of the output: .npy arrays, or saved as JPEG q85
+    stored = protocol in UINT8_PROTOCOLS or protocol in JPEG_PROTOCOLS
+    out = _corrupt_unsaved(images, name, severity, protocol, backend, generator, check_input,
+                           ops.truncate_to_uint8_levels if stored else None)
+    if protocol in JPEG_PROTOCOLS:
+        out = ops.jpeg_round_trip(out, IMAGENET_C_JPEG_QUALITY)
     return out.to(images.dtype)
+
+
+def severity_folder(protocol: str, name: str, severity: int) -> str:
+    """The severity folder of the released layout: the level (1-5), or for the C-bar protocols
+    the generator's severity value with two decimals (ImageNet-C-Bar's caustic_refraction/2.35)."""
+    if protocol in C_BAR_PROTOCOLS:
+        return f"{PARAMETERS[protocol][name][severity - 1]:.2f}"
+    return str(severity)
 
 
 def corrupt_to_uint8(
@@ -131,24 +195,30 @@ def corrupt_to_uint8(
 ) -> Tensor:
     """The corrupted batch as the generators store it before writing a file: np.uint8(255·x).
 
-    Writing these as JPEG q85 (imagenet-c) or PNG gives the released file formats; ``corrupt``
-    applies the same storage step in memory.
+    Writing these as JPEG q85 (imagenet-c, imagenet-c-bar) or PNG gives the released file formats;
+    ``corrupt`` applies the same storage step in memory.
     """
-    return ops.truncate_to_uint8(_corrupt_unsaved(images, name, severity, protocol, backend, generator, check_input))
+    return _corrupt_unsaved(images, name, severity, protocol, backend, generator, check_input, ops.truncate_to_uint8)
 
 
 def _corrupt_unsaved(
     images: Tensor, name: str, severity: int, protocol: str, backend: str, generator: Randomness,
-    check_input: bool,
+    check_input: bool, finish: Callable[[Tensor], Tensor] | None = None,
 ) -> Tensor:
+    """The corrupted batch, passed through ``finish`` (the 8-bit step of the storage); the C-bar
+    corruptions apply it to each chunk of images they render on the CPU."""
+    finish = finish or (lambda out: out)
     check_options(name, severity, protocol, backend)
     check_images(images, protocol, values=check_input)
     if images.shape[0] == 0:
-        return images.clone()
+        return finish(images.clone())
     if backend == "reference":
         from .reference import reference_corrupt
 
-        return reference_corrupt(images, name, severity, generator)
+        return finish(reference_corrupt(images, name, severity, generator))
     work = images.to(torch.float32) if images.dtype in (torch.float16, torch.bfloat16) else images
     draws = Draws(images.shape[0], images.device, generator)
-    return _FUNCTIONS[name](work, PARAMETERS[protocol][name][severity - 1], draws, protocol)
+    function, value = _FUNCTIONS[name], PARAMETERS[protocol][name][severity - 1]
+    if isinstance(function, CBarCorruption):
+        return function.apply(work, value, draws, finish)
+    return finish(function(work, value, draws, protocol))

@@ -1,17 +1,22 @@
-"""Severity parameters (severity 1 first) of the three protocols.
+"""Severity parameters (severity 1 first) of the five protocols.
 
 ``imagecorruptions``: what the imagecorruptions package computes (any image size).
 ``imagenet-c``: the generator of the released ImageNet-C (224 px).
 ``cifar10-c``: the generator of the released CIFAR-10-C (32 px).
+``imagenet-c-bar`` / ``cifar10-c-bar``: the generators of ImageNet-C-bar and CIFAR-10-C-bar
+(Mintun et al. 2021, facebookresearch/augmentation-corruption, ``imagenet_c_bar/*_c_bar.csv``):
+each level is the generator's own severity value on its 0–10 scale.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..choices import CORRUPTION_PROTOCOLS
+from ..choices import C_BAR_PROTOCOLS, CORRUPTION_PROTOCOLS, IMAGENET_C_PROTOCOLS
 
-PROTOCOLS = CORRUPTION_PROTOCOLS
+PROTOCOLS = IMAGENET_C_PROTOCOLS  # the protocols of the 19 ImageNet-C corruptions
+ALL_PROTOCOLS = CORRUPTION_PROTOCOLS
+__all__ = ["ALL_PROTOCOLS", "C_BAR_PROTOCOLS", "MIN_SIZE", "PARAMETERS", "PROTOCOLS"]
 
 
 def _zoom_factors(stop: float, step: float) -> tuple[float, ...]:
@@ -80,11 +85,39 @@ _CIFAR = {
     ),
 }
 
+# The generators' severity values, in the order of their tables (imagenet_c_bar.csv, cifar10_c_bar.csv).
+_IMAGENET_C_BAR = {
+    "caustic_refraction": (2.35, 3.2, 4.9, 6.6, 9.15),
+    "inverse_sparkles": (1.0, 2.0, 4.0, 9.0, 10.0),
+    "sparkles": (1.0, 2.0, 3.0, 5.0, 6.0),
+    "perlin_noise": (4.6, 5.2, 5.8, 7.6, 8.8),
+    "blue_noise_sample": (0.8, 1.6, 2.4, 4.0, 5.6),
+    "plasma_noise": (4.75, 7.0, 8.5, 9.25, 10.0),
+    "checkerboard_cutout": (2.0, 3.0, 4.0, 5.0, 6.0),
+    "cocentric_sine_waves": (3.0, 5.0, 8.0, 9.0, 10.0),
+    "single_frequency_greyscale": (1.0, 1.5, 2.0, 4.5, 5.0),
+    "brownish_noise": (1.0, 2.0, 3.0, 4.0, 5.0),
+}
+_CIFAR10_C_BAR = {
+    "blue_noise_sample": (0.7, 1.4, 2.1, 3.5, 4.2),
+    "checkerboard_cutout": (1.0, 2.0, 3.0, 4.0, 5.0),
+    "inverse_sparkles": (1.0, 1.5, 2.5, 4.5, 5.0),
+    "pinch_and_twirl": (5.5, 6.0, 6.5, 8.5, 10.0),
+    "ripple": (5.5, 6.0, 6.5, 7.5, 8.0),
+    "brownish_noise": (2.5, 4.0, 5.5, 6.5, 7.0),
+    "circular_motion_blur": (2.8, 3.6, 4.4, 5.2, 6.0),
+    "lines": (0.5, 1.0, 1.5, 2.0, 2.5),
+    "sparkles": (0.7, 3.5, 5.6, 6.3, 7.0),
+    "transverse_chromatic_abberation": (1.0, 2.0, 5.0, 9.0, 10.0),
+}
+
 PARAMETERS: dict[str, dict[str, tuple]] = {
     "imagecorruptions": {**_IMAGENET, "elastic_transform": _IMAGECORRUPTIONS_ELASTIC},
     "imagenet-c": {**_IMAGENET, "elastic_transform": _IMAGENET_C_ELASTIC},
     "cifar10-c": _CIFAR,
+    "imagenet-c-bar": _IMAGENET_C_BAR,
+    "cifar10-c-bar": _CIFAR10_C_BAR,
 }
 
 # Smallest image side each protocol is defined for.
-MIN_SIZE = {"imagecorruptions": 32, "imagenet-c": 224, "cifar10-c": 32}
+MIN_SIZE = {"imagecorruptions": 32, "imagenet-c": 224, "cifar10-c": 32, "imagenet-c-bar": 224, "cifar10-c-bar": 32}

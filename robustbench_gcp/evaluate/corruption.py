@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from ..choices import DECODERS
-from ..corruptions import BACKENDS, PROTOCOLS, corrupt, names
-from ..corruptions.api import check_name, is_severity
+from ..corruptions import ALL_PROTOCOLS, BACKENDS, C_BAR_PROTOCOLS, benchmark_names, corrupt, names
+from ..corruptions.api import check_name, check_name_in_protocol, is_severity, severity_hint
 from ..corruptions.params import MIN_SIZE
 from ..data.batches import DeviceDecoding, ImageBatches, batches_of, read_ahead
 from ..data.sources import DatasetError, EvalSource, ImageFiles
@@ -28,7 +28,7 @@ from ..devices import as_model_input, autocast, effective_precision, prepare, to
 from ..distributed import DistContext, barrier, broadcast, init_distributed
 from ..models.zoo import file_sha256
 from ..progress import Progress, progress_bar
-from ..results import DEFAULT_DB, AskedCells, Cell, CellPart, write_json
+from ..results import DEFAULT_DB, AskedCells, Cell, CellPart, ResultStore, Run, write_json
 from ..rng import image_streams
 from ..summaries import CLEAN, pack_flags, summarize_corruptions, unpack_flags
 from ..version import __version__
@@ -45,6 +45,7 @@ from .common import (
     start_run,
 )
 from .parts import add_part, check_shard, pending, within_shard
+from .perturbation import find_baseline
 
 
 @dataclass
@@ -58,7 +59,7 @@ class CorruptionEvalConfig:
     source: str = "generated"
     protocol: str | None = None  # None: the one that fits the model's input size (default_protocol)
     backend: str = "native"
-    corruptions: Sequence[str] = field(default_factory=lambda: names("common"))
+    corruptions: Sequence[str] | None = None  # None: the protocol's benchmark set (common; a C-bar protocol's 10)
     severities: Sequence[int] = (1, 2, 3, 4, 5)
     limit: int | None = None
     seed: int = 0
@@ -77,6 +78,7 @@ class CorruptionEvalConfig:
     compile: bool = False  # torch.compile the model
     shard: tuple[int, int] | None = None  # (k, n): only the k-th of n blocks of images (not part of the identity)
     labels: Path | None = None  # a flat folder's labels file (the official ImageNet validation layout)
+    baseline_run: str | None = None  # C-bar: a stored run (id, --name or model) that mCE is relative to
 
 
 def default_protocol(input_size: int) -> str:
@@ -85,18 +87,20 @@ def default_protocol(input_size: int) -> str:
 
 
 def check_config(config: CorruptionEvalConfig) -> None:
-    if not config.corruptions:
+    if config.corruptions is not None and not config.corruptions:
         raise EvaluationError("--corruptions selects no corruption; pass names (gaussian_noise,fog) or a subset "
-                              "(common, all, noise, ...)")
-    for name in config.corruptions:
+                              "(common, all, noise, ..., imagenet-c-bar)")
+    for name in config.corruptions or ():
         check_name(name)
     if not config.severities:
         raise EvaluationError("--severities selects no severity; pass some of 1,2,3,4,5")
     for severity in config.severities:
         if not is_severity(severity):
-            raise EvaluationError(f"--severities: {severity!r} is not a severity; severities are 1 to 5")
-    if config.protocol is not None and config.protocol not in PROTOCOLS:
-        raise EvaluationError(f"--protocol {config.protocol!r}: choose one of {', '.join(PROTOCOLS)}")
+            raise EvaluationError(f"--severities: {severity!r} is not a severity; severities are 1 to 5"
+                                  f"{severity_hint(config.protocol)}")
+    if config.protocol is not None and config.protocol not in ALL_PROTOCOLS:
+        raise EvaluationError(f"--protocol {config.protocol!r}: choose one of {', '.join(ALL_PROTOCOLS)}")
+    _check_c_bar(config)
     if config.backend not in BACKENDS:
         raise EvaluationError(f"--backend {config.backend!r}: choose one of {', '.join(BACKENDS)}")
     if config.source == "generated" and config.backend == "reference" and config.protocol != "imagecorruptions":
@@ -109,6 +113,55 @@ def check_config(config: CorruptionEvalConfig) -> None:
     if config.decode not in DECODERS:
         raise EvaluationError(f"--decode {config.decode!r}: choose one of {', '.join(DECODERS)}")
     check_shard(config.shard)
+
+
+def _check_c_bar(config: CorruptionEvalConfig) -> None:
+    """C-bar corruptions are generated on the fly by their own protocol, and only they are
+    normalised by a stored baseline run."""
+    c_bar = [name for name in config.corruptions or () if name not in names("all")]
+    if config.protocol in C_BAR_PROTOCOLS:
+        if config.source != "generated":
+            raise EvaluationError(f"--protocol {config.protocol} generates its corruptions on the fly: use --source "
+                                  "generated (the default) with the clean images as --data")
+        for name in config.corruptions or ():
+            check_name_in_protocol(name, config.protocol)
+    elif c_bar:
+        raise EvaluationError(f"--corruptions {', '.join(c_bar)}: C-bar corruptions need --protocol "
+                              f"{' or '.join(C_BAR_PROTOCOLS)}")
+    elif config.protocol is not None and config.corruptions:
+        for name in config.corruptions:
+            check_name_in_protocol(name, config.protocol)
+    if config.baseline_run and config.protocol not in C_BAR_PROTOCOLS:
+        raise EvaluationError("--baseline-run normalises the mCE of a C-bar run (--protocol "
+                              f"{' or '.join(C_BAR_PROTOCOLS)}); ImageNet-C runs are normalised by AlexNet's "
+                              "published errors")
+
+
+def find_c_bar_baseline(store: ResultStore, selector: str, runs: Sequence[Run], other_than: Run | None = None) -> Run:
+    """The stored corruption run a C-bar run's mCE is relative to (``find_baseline``), which must
+    be of the same protocol: another protocol has none of its cells."""
+    protocols = {run.config.get("protocol") for run in runs}
+
+    def refuse(other: Run) -> EvaluationError:
+        return EvaluationError(
+            f"--baseline-run {selector!r}: run {other.id} is a {other.config.get('protocol') or 'released-files'} "
+            f"run, not {' / '.join(sorted(p for p in protocols if p))}; evaluate the baseline model with the same "
+            "--protocol first")
+
+    named = [r for r in store.runs("corruption") if selector in (str(r.id), r.name, r.model)
+             and (other_than is None or r.id != other_than.id)]
+    if named and not any(r.config.get("protocol") in protocols for r in named):
+        raise refuse(named[-1])
+    chosen = find_baseline(store, selector, runs, other_than, kind="corruption")
+    if chosen.config.get("protocol") not in protocols:
+        raise refuse(chosen)
+    return chosen
+
+
+def c_bar_baseline_of(store: ResultStore, selector: str, runs: Sequence[Run]) -> Run | None:
+    """`table --baseline-run`: the baseline of the C-bar runs among ``runs``, None when there are none."""
+    c_bar = [run for run in runs if run.config.get("protocol") in C_BAR_PROTOCOLS]
+    return find_c_bar_baseline(store, selector, c_bar) if c_bar else None
 
 
 def _check_source(config: CorruptionEvalConfig, source: EvalSource) -> None:
@@ -281,6 +334,8 @@ def evaluate_corruptions(config: CorruptionEvalConfig, progress: bool = True) ->
                                  config.class_index, config.labels)
     if config.protocol is None:
         config = replace(config, protocol=default_protocol(source.input_size))
+    if config.corruptions is None:
+        config = replace(config, corruptions=benchmark_names(config.protocol))
     _check_source(config, source)
     if config.compile:
         model = torch.compile(model)
@@ -288,7 +343,14 @@ def evaluate_corruptions(config: CorruptionEvalConfig, progress: bool = True) ->
     size = len(indices)
     sha = file_sha256(config.checkpoint) if config.checkpoint else None
     identity = run_identity(config, source, sha, precision)
+    if config.baseline_run and not Path(config.db).is_file():
+        raise EvaluationError(f"--baseline-run {config.baseline_run}: --db {config.db} does not exist, so it holds no "
+                              "baseline run; pass the --db of the baseline's evaluation")
     store = open_store(config.db, ctx)
+    baseline = None
+    if store and config.baseline_run:  # chosen, or refused, before the run is stored
+        this = store.existing_run("corruption", identity) or Run(-1, "corruption", config.model, identity)
+        baseline = find_c_bar_baseline(store, config.baseline_run, [this], other_than=this)
     run = start_run(store, "corruption", config.model, identity, config.name) if store else None
     wanted = [CLEAN] * (source.clean is not None) + [(c, str(s)) for c in config.corruptions for s in config.severities]
     todo, stored = pending(store, run, wanted, size, merge_parts) if store else (None, {})
@@ -311,7 +373,8 @@ def evaluate_corruptions(config: CorruptionEvalConfig, progress: bool = True) ->
     if not store or config.shard:  # a shard's cells become whole in the merged store
         return {"run_id": run.id} if store else {}
     asked = AskedCells(store, run.id, wanted)
-    summary = summarize_corruptions(run, asked.cells(run), config.corruptions)
+    summary = summarize_corruptions(run, asked.cells(run), config.corruptions, baseline=baseline,
+                                    baseline_cells=store.cells(baseline) if baseline else None)
     if config.json:
         write_json(config.json, summary)
     return {**summary, "run_id": run.id, "asked": wanted}

@@ -141,19 +141,21 @@ def _same_data(a: Run, b: Run) -> bool:
     return all(a.config.get(key) == b.config.get(key) for key in ("protocol", "dataset", "limit"))
 
 
-def find_baseline(store: ResultStore, selector: str, runs: Sequence[Run] = (), other_than: Run | None = None) -> Run:
-    """The stored perturbation run that ``runs`` are normalised by (FR, mFR, mT5D): by id,
-    --name label or model name, never ``other_than`` (the run being evaluated); of several, the
-    latest on the same data, protocol and --limit as all of ``runs``, else the latest, with a
-    warning. eval-perturbation and `table` both choose with this."""
-    candidates = [r for r in store.runs(KIND) if selector in (str(r.id), r.name, r.model)
+def find_baseline(store: ResultStore, selector: str, runs: Sequence[Run] = (), other_than: Run | None = None,
+                  kind: str = KIND) -> Run:
+    """The stored run of ``kind`` that ``runs`` are normalised by (perturbation: FR, mFR, mT5D;
+    corruption: the C-bar mCE): by id, --name label or model name, never ``other_than`` (the run
+    being evaluated); of several, the latest on the same data, protocol and --limit as all of
+    ``runs``, else the latest, with a warning. The evaluations and `table` all choose with this."""
+    candidates = [r for r in store.runs(kind) if selector in (str(r.id), r.name, r.model)
                   and (other_than is None or r.id != other_than.id)]
     if not candidates:
         other = "other " if other_than is not None else ""
         raise EvaluationError(
-            f"--baseline-run {selector!r}: {store.path} has no {other}perturbation run with that id, name or model "
-            "(`gcp-robust runs` lists them); evaluate the baseline first (e.g. gcp-robust eval-perturbation --model "
-            "torchvision:alexnet --checkpoint alexnet-owt-7be5be79.pth with the same data)")
+            f"--baseline-run {selector!r}: {store.path} has no {other}{kind} run with that id, name or model "
+            f"(`gcp-robust runs` lists them); evaluate the baseline first (e.g. gcp-robust eval-{kind} --model "
+            "torchvision:alexnet --checkpoint alexnet-owt-7be5be79.pth with the same data"
+            f"{' and --protocol' if kind == 'corruption' else ''})")
     same = [r for r in candidates if all(_same_data(r, run) for run in runs)]
     chosen = (same or candidates)[-1]
     if not same:

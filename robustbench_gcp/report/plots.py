@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..attacks import epsilon_value
-from ..corruptions import names
+from ..corruptions import known_names
 from ..fileio import AtomicFile, check_output_file
 from ..results import Cell, ResultStore, Run
 from ..stability import ORDER
@@ -165,7 +165,7 @@ def plot_corruptions(store: ResultStore, runs: Sequence[Run], out: str | Path) -
         raise ReportError("no corruption runs in the store to plot; run gcp-robust eval-corruption first")
     plt = _pyplot()
     summaries = [summarize_corruptions(r, store.cells(r), [], None) for r in runs]
-    corruptions = [n for n in names("all") if any(n in s["errors"] for s in summaries)]
+    corruptions = [n for n in known_names() if any(n in s["errors"] for s in summaries)]
     columns = min(5, len(corruptions))
     rows = math.ceil(len(corruptions) / columns)
     figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.6 * rows + 0.4), squeeze=False,

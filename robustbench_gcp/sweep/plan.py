@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ..attacks import parse_epsilons
 from ..attacks.autoattack import is_autoattack
+from ..corruptions import benchmark_names
 from ..corruptions import names as corruption_names
 from ..errors import Error
 from ..evaluate.attack import AttackEvalConfig
@@ -117,8 +118,9 @@ def _options(model: ModelSpec, given: dict, evaluation: EvaluationSpec) -> tuple
     kind = evaluation.kind
     try:
         if kind == "corruption":
-            chosen = options.pop("corruptions", "common")
-            cells = corruption_names(chosen) if isinstance(chosen, str) else list(chosen)
+            chosen = options.pop("corruptions", None)  # by default the protocol's set (common; a C-bar protocol's 10)
+            cells = benchmark_names(options.get("protocol")) if chosen is None else \
+                corruption_names(chosen) if isinstance(chosen, str) else list(chosen)
             options["severities"] = list(options.get("severities", [1, 2, 3, 4, 5]))
             check_corruption_config(CorruptionEvalConfig(model.model, evaluation.data, corruptions=cells,
                                                          **_paths(options)))
