@@ -5,7 +5,7 @@ each supplies how its parts merge into a cell."""
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -68,23 +68,26 @@ def finish_cell(store: ResultStore, run: Run, cell: Key, parts: list[CellPart], 
     return False
 
 
-def pending(store: ResultStore, run: Run, wanted: Sequence[Key], size: int,
+def pending(store: ResultStore, run: Run, wanted: Sequence[Key], size: int | Mapping[Key, int],
             merge: Merge) -> tuple[dict[Key, np.ndarray], dict[Key, list[CellPart]]]:
     """The samples each wanted cell still lacks, and the stored parts of the unfinished cells.
     Cells whose parts already cover every sample (a run stopped between a cell's last part and
-    the cell itself) are finished here."""
+    the cell itself) are finished here. ``size``: the samples of every cell, or of each wanted
+    cell where a run's cells cover different sets (a shifted set and its clean set)."""
+    size_of = size.get if isinstance(size, Mapping) else lambda cell: size
     done, stored = set(store.cells(run)), store.parts(run)
     for cell, parts in stored.items():
-        if any(not part_fits(part, size) for part in parts):
+        expected = size_of(cell)
+        if expected is not None and any(not part_fits(part, expected) for part in parts):
             raise ResultsError(f"{store.path}: run {run.id} has a stored part of cell {cell[0]} {cell[1]} whose "
-                               f"outcomes do not fit its {size} images (a damaged database); delete the run with "
-                               f"gcp-robust runs --db {store.path} --delete {run.id} and evaluate it again")
-    todo = {cell: ~coverage(stored.get(cell, []), size) for cell in wanted if cell not in done}
+                               f"outcomes do not fit its {expected} images (a damaged database); delete the run "
+                               f"with gcp-robust runs --db {store.path} --delete {run.id} and evaluate it again")
+    todo = {cell: ~coverage(stored.get(cell, []), size_of(cell)) for cell in wanted if cell not in done}
     for cell in [cell for cell, missing in todo.items() if not missing.any()]:
-        if finish_cell(store, run, cell, stored.pop(cell), size, merge):
+        if finish_cell(store, run, cell, stored.pop(cell), size_of(cell), merge):
             del todo[cell]
         else:
-            todo[cell] = np.ones(size, dtype=bool)
+            todo[cell] = np.ones(size_of(cell), dtype=bool)
     return todo, stored
 
 
