@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 from torch import Tensor, nn
 
@@ -34,9 +36,25 @@ def autocast(precision: str, device: torch.device) -> torch.autocast:
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
-def set_threads(count: int) -> None:
-    """torch's intra-op threads (``--threads``): fewer than the cores on a machine other jobs share,
-    where one thread per core for every process makes them all wait for each other."""
-    if count < 1:
+def idle_cores() -> tuple[int, int]:
+    """(cores this process may use, of them those not kept busy by other processes by the 1-minute
+    load average, at least 1)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        busy = round(os.getloadavg()[0])
+    except OSError:  # no load average on this platform
+        busy = 0
+    return cores, max(1, cores - busy)
+
+
+def set_threads(count: int | None) -> int:
+    """torch's intra-op threads: ``count`` (``--threads``), else the idle cores; returns the number
+    taken. On a shared machine one thread per core in every process makes them all spin against each
+    other (a demo measured 8× slower under a load of 6 on 2 cores); the counts do not depend on the
+    number of threads."""
+    if count is not None and count < 1:
         raise UsageError(f"--threads {count}: pass 1 or more")
+    if count is None:
+        count = min(torch.get_num_threads(), idle_cores()[1])
     torch.set_num_threads(count)
+    return count

@@ -155,6 +155,22 @@ def test_report_flags_models_that_mask_gradients(tmp_path, cifar_test_dir, resne
     assert all(flag["message"] for flag in summary["report"])
 
 
+class _Confident(_Wrapper):
+    """A plain model with huge logits: the cross-entropy's gradient underflows to 0 on the right images."""
+
+    def forward(self, x):
+        return self.model(x) * 1000
+
+
+@pytest.mark.parametrize("wrapper, expected", [(None, set()), (_Confident, set()),
+                                               (_Rounding, {"zero_gradients"})])
+def test_gradient_check_sees_masking_not_confidence(resnet20, photos, wrapper, expected):
+    """A plain model, however confident, raises no flag; a step function in front of it does."""
+    images, labels = photos
+    model = wrapper(resnet20) if wrapper else resnet20
+    assert {flag.name for flag in attack_module.model_flags(model, images, labels)} == expected
+
+
 def test_rand_version_on_a_randomised_model(tmp_path, cifar_test_dir, resnet20_file, monkeypatch):
     real_load = attack_module.load_eval_model
     monkeypatch.setattr(attack_module, "load_eval_model", lambda *args: _Noisy(real_load(*args)))

@@ -110,6 +110,7 @@ def test_demo_runs_end_to_end(tmp_path):
     # no ImageNet-normalised numbers on the built-in photos, and a log without carriage returns
     assert "(CE)" not in result.stdout and "mCE" not in result.stdout and "mean error (%)" in result.stdout
     assert "\r" not in result.stdout + result.stderr and "eval-corruption: " in result.stderr
+    assert "warning" not in result.stderr  # no report flag for the plain models, no other warning
     # the reported models are the final checkpoints, not the best-validation ones
     summary = json.loads((tmp_path / "demo" / "cifar_resnet20_gap-corruptions.json").read_text())
     checkpoint = tmp_path / "demo" / "train" / "cifar_resnet20_gap" / "checkpoint.pth.tar"

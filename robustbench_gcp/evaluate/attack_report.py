@@ -11,7 +11,6 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..attacks import ATTACKS, epsilon_value
@@ -33,6 +32,14 @@ class Flag:
         return asdict(self)
 
 
+def _margin(logits: Tensor, labels: Tensor) -> Tensor:
+    """The best other logit minus the true one: unlike the cross-entropy, whose gradient underflows
+    to exactly 0 on a confidently right image, it has a gradient wherever the model has one."""
+    true = logits.gather(1, labels[:, None])[:, 0]
+    other = logits.scatter(1, labels[:, None], float("-inf")).amax(1)
+    return other - true
+
+
 def model_flags(model: nn.Module, images: Tensor, labels: Tensor) -> list[Flag]:
     """Randomised outputs, probabilities instead of logits, and zero or non-finite input gradients."""
     flags = []
@@ -40,7 +47,7 @@ def model_flags(model: nn.Module, images: Tensor, labels: Tensor) -> list[Flag]:
     with torch.enable_grad():
         first = model(x).float()
         try:
-            (gradient,) = torch.autograd.grad(F.cross_entropy(first, labels, reduction="sum"), x)
+            (gradient,) = torch.autograd.grad(_margin(first, labels).sum(), x)
         except RuntimeError:  # the output does not depend differentiably on the input at all
             gradient = torch.zeros_like(x)
     with torch.no_grad():
