@@ -23,7 +23,7 @@ from .version import __version__
 
 DEFAULT_DB = str(Path("runs") / "results.sqlite")
 DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
-TABLE_FORMATS = ("github", "latex", "plain", "csv")
+TABLE_FORMATS = ("github", "latex", "plain", "csv", "json")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -102,6 +102,24 @@ def _attack_list(text: str) -> list[str]:
     for name in chosen:
         check_attack(name)
     return chosen
+
+
+def _trend(text: str):
+    """SHIFT=SLOPE,INTERCEPT: a given trend of effective robustness."""
+    from .data.shifts import shift_keys
+    from .effective_robustness import parse_trend
+
+    return parse_trend(text, shift_keys())
+
+
+def _trends(args: argparse.Namespace) -> dict:
+    """The given trends by shift; one shift given twice is refused."""
+    found: dict = {}
+    for shift, trend in args.trend or []:
+        if shift in found:
+            raise UsageError(f"--trend {shift} is given twice; give one trend per shift")
+        found[shift] = trend
+    return found
 
 
 def _epsilons(text: str):
@@ -230,9 +248,15 @@ def _cmd_eval_corruption(args: argparse.Namespace) -> None:
         strict=args.strict, clean_data=_path(args.clean_data), class_index=_path(args.class_index),
         labels=_path(args.labels),
         db=Path(args.db), json=_path(args.json), name=args.name, chunk_size=args.chunk_size, decode=args.decode,
-        compile=args.compile,
+        compile=args.compile, baseline_run=args.baseline_run,
     )
-    _print_own_run(evaluate_corruptions(config, progress=not args.quiet), config.db, corruption_table)
+    summary = evaluate_corruptions(config, progress=not args.quiet)
+    named = summary.get("baseline")  # a C-bar run's baseline: its mCE is shown relative to it
+
+    def table(store, runs):
+        return corruption_table(store, runs, baseline=store.get(named["run_id"]) if named else None)
+
+    _print_own_run(summary, config.db, table)
 
 
 def _cmd_eval_perturbation(args: argparse.Namespace) -> None:
@@ -273,6 +297,21 @@ def _cmd_eval_attack(args: argparse.Namespace) -> None:
     _print_own_run(evaluate_attacks(config, progress=not args.quiet), config.db, attack_tables)
 
 
+def _cmd_eval_shift(args: argparse.Namespace) -> None:
+    from .evaluate.shift import ShiftEvalConfig, evaluate_shift
+    from .report.shifts import shift_tables
+
+    config = ShiftEvalConfig(
+        model=args.model, source=args.source, data=Path(args.data), variant=args.variant,
+        checkpoint=_path(args.checkpoint), num_classes=args.num_classes, clean_data=_path(args.clean_data),
+        labels=_path(args.labels), limit=args.limit, seed=args.seed, batch_size=args.batch_size, workers=args.workers,
+        device=args.device, precision=args.precision, strict=args.strict, decode=args.decode,
+        chunk_size=args.chunk_size, db=Path(args.db), json=_path(args.json), name=args.name, trends=_trends(args),
+    )
+    _print_own_run(evaluate_shift(config, progress=not args.quiet), config.db,
+                   lambda store, runs: shift_tables(store, runs, trends=config.trends))
+
+
 def _cmd_train(args: argparse.Namespace) -> None:
     from .fileio import check_output_file
     from .report import plot_learning_curves, plot_path
@@ -295,10 +334,13 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
-    from .demo import DemoConfig, run_demo
+    from dataclasses import replace
 
-    run_demo(DemoConfig(out=Path(args.out), data=_path(args.data), epochs=args.epochs, quick=args.quick,
-                        device=args.device, workers=args.workers, progress=not args.quiet))
+    from .demo import FULL, QUICK, DemoConfig, run_demo
+
+    size = replace(QUICK if args.quick else FULL, **({"epochs": args.epochs} if args.epochs is not None else {}))
+    run_demo(DemoConfig(out=Path(args.out), data=_path(args.data), size=size, device=args.device,
+                        workers=args.workers, progress=not args.quiet))
 
 
 def _open_db(path: str):
@@ -315,38 +357,99 @@ def _selected(store, kind: str, args: argparse.Namespace) -> list:
     return select_runs(store, kind, models=args.model, selectors=args.run, latest=args.latest)
 
 
+def _baselines(store, selector: str | None, chosen: dict) -> tuple:
+    """(the perturbation run of mFR and mT5D, the corruption run of C-bar mCE) that ``--baseline-run``
+    names for the ``chosen`` runs; (None, None) without one."""
+    if not selector:
+        return None, None
+    from .evaluate.corruption import c_bar_baseline_of
+    from .evaluate.perturbation import find_baseline
+
+    c_bar_baseline = c_bar_baseline_of(store, selector, chosen["corruption"])
+    baseline = find_baseline(store, selector, chosen["perturbation"]) if chosen["perturbation"] or \
+        c_bar_baseline is None else None
+    return baseline, c_bar_baseline
+
+
+def _check_confidence(ci: float) -> None:
+    if not 0 <= ci < 100:
+        raise UsageError(f"--ci {ci:g}: pass a confidence level in percent, e.g. 95, or 0 for none")
+
+
 def _cmd_table(args: argparse.Namespace) -> None:
     from .comparison import check_alpha
     from .report import attack_tables, corruption_table, perturbation_table, robustness_table, tidy_csv
 
-    if not 0 <= args.ci < 100:
-        raise UsageError(f"--ci {args.ci:g}: pass a confidence level in percent, e.g. 95, or 0 for none")
+    _check_confidence(args.ci)
     check_alpha(args.alpha)
     store = _open_db(args.db)
-    chosen = {kind: _selected(store, kind, args) for kind in ("corruption", "attack", "perturbation")}
+    trends = _trends(args)
+    chosen = {kind: _selected(store, kind, args) for kind in ("corruption", "attack", "perturbation", "shift")}
     if not any(chosen.values()):
         raise UsageError(f"no runs in {args.db} match the selection; `gcp-robust runs --db {args.db}` lists them")
-    baseline = None
-    if args.baseline_run:
-        from .evaluate.perturbation import find_baseline
+    baseline, c_bar_baseline = _baselines(store, args.baseline_run, chosen)
+    if args.format == "json":  # what `report` renders: every number with its interval, pairs, provenance
+        from .report.document import report_data
 
-        baseline = find_baseline(store, args.baseline_run, chosen["perturbation"])
+        data = report_data(store, chosen, confidence=args.ci / 100 or None, alpha=args.alpha, baseline=baseline,
+                           c_bar_baseline=c_bar_baseline, trends=trends)
+        print(json.dumps(data, indent=2))
+        return
     if args.format == "csv":
-        print(tidy_csv(store, chosen["corruption"] + chosen["attack"] + chosen["perturbation"]), end="")
+        print(tidy_csv(store, chosen["corruption"] + chosen["attack"] + chosen["perturbation"] + chosen["shift"],
+                       trends), end="")
         return
     confidence = args.ci / 100 or None
     tables = []
     if chosen["corruption"]:
-        tables.append(corruption_table(store, chosen["corruption"], args.format, confidence, args.pairs, args.alpha))
+        tables.append(corruption_table(store, chosen["corruption"], args.format, confidence, args.pairs, args.alpha,
+                                       c_bar_baseline))
     if chosen["attack"]:
         tables.append(attack_tables(store, chosen["attack"], args.format, confidence, args.pairs, args.alpha))
     if chosen["perturbation"]:
         tables.append(perturbation_table(store, chosen["perturbation"], args.format, baseline))
-    if chosen["perturbation"] or sum(bool(runs) for runs in chosen.values()) > 1:  # the paper's layout
+    if chosen["shift"]:
+        from .report.shifts import shift_tables
+
+        tables.append(shift_tables(store, chosen["shift"], args.format, confidence, args.pairs, args.alpha, trends))
+    if args.published or chosen["perturbation"] or sum(bool(runs) for runs in chosen.values()) > 1:  # the paper's
         tables.append(robustness_table(store, chosen["corruption"], chosen["perturbation"], args.format, baseline,
-                                       chosen["attack"]))
+                                       chosen["attack"], chosen["shift"], trends, args.published))
     tables = [table for table in tables if table]
     print("\n\n".join(tables))
+
+
+def _cmd_report(args: argparse.Namespace) -> None:
+    from .comparison import check_alpha
+    from .report.document import KINDS, report_data
+    from .report.html import report_path, write_report
+
+    out = report_path(args.out)  # refused before the database is read
+    _check_confidence(args.ci)
+    check_alpha(args.alpha)
+    store = _open_db(args.db)
+    chosen = {kind: _selected(store, kind, args) for kind in KINDS}
+    baseline, c_bar_baseline = _baselines(store, args.baseline_run, chosen)
+    data = report_data(store, chosen, confidence=args.ci / 100 or None, alpha=args.alpha, baseline=baseline,
+                       c_bar_baseline=c_bar_baseline, trends=_trends(args))
+    print(f"wrote {write_report(data, store, chosen, out)} ({len(data['runs'])} runs)")
+
+
+def _cmd_export(args: argparse.Namespace) -> None:
+    from .report.robustbench import export_robustbench
+
+    store = _open_db(args.db)
+    runs = [run for kind in ("corruption", "attack") for run in _selected(store, kind, args)]
+    if not runs:
+        raise UsageError(f"no corruption or attack runs in {args.db} match the selection; `gcp-robust runs --db "
+                         f"{args.db}` lists them")
+    result = export_robustbench(store, runs, args.out)
+    for path in result.written:
+        print(f"wrote {path}")
+    for reason in result.skipped:
+        print(f"skipped {reason}")
+    if not result.written:
+        raise UsageError(f"nothing to export in RobustBench's format: {'; '.join(result.skipped)}")
 
 
 def _cmd_plot(args: argparse.Namespace) -> None:
@@ -488,8 +591,7 @@ def _run_options(parser: argparse.ArgumentParser, strict: bool = True) -> None:
     parser.add_argument("--batch-size", type=int, default=128, help="images per batch (does not change results)")
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="DataLoader decode processes")
     parser.add_argument("--device", help="cpu or cuda (default: cuda when present)")
-    parser.add_argument("--threads", type=int, help="CPU threads for torch's operations (default: torch's, one per "
-                        "core; on a machine shared with other jobs pass fewer)")
+    _add_threads(parser)
     if strict:
         parser.add_argument("--strict", action="store_true", help="fail on unreadable images instead of skipping them")
     parser.add_argument("--db", default=DEFAULT_DB, help="results database (SQLite); reruns resume from it")
@@ -509,8 +611,9 @@ def _precision_option(parser: argparse.ArgumentParser, default: str, deprecated:
 
 
 def _corruption_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--corruptions", type=_typed(_corruption_list), default="common",
-                        help="comma-separated names, or common|extra|all|noise|blur|weather|digital")
+    parser.add_argument("--corruptions", type=_typed(_corruption_list),
+                        help="comma-separated names, or common|extra|all|noise|blur|weather|digital, or "
+                        "imagenet-c-bar|cifar10-c-bar (default: common; the protocol's 10 for a C-bar protocol)")
     parser.add_argument("--severities", type=_int_list, default="1,2,3,4,5", help="e.g. 1,3,5")
 
 
@@ -539,9 +642,9 @@ def _corrupt_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=64, help="images per batch (does not change results)")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader decode processes")
     parser.add_argument("--seed", type=int, default=0, help="seed of every random draw")
-    parser.add_argument("--size", type=int, help="resize+center-crop side (default 224; 32 for cifar10-c, kept as is)")
-    parser.add_argument("--threads", type=int, help="CPU threads for torch's operations (default: torch's, one per "
-                        "core; on a machine shared with other jobs pass fewer)")
+    parser.add_argument("--size", type=int, help="resize+center-crop side (default 224; 32 for cifar10-c and "
+                        "cifar10-c-bar, kept as is)")
+    _add_threads(parser)
     parser.add_argument("--chunk-size", type=int, default=4096,
                         help="images decoded once and corrupted in every (corruption, severity) before the next")
     _decode_option(parser)
@@ -563,10 +666,13 @@ def _eval_corruption_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--labels", help="labels of a flat image folder (the official ImageNet val layout): "
                         "'FILE LABEL' lines (caffe val.txt) or the devkit's LOC_val_solution.csv")
     parser.add_argument("--protocol", choices=PROTOCOLS,
-                        help="corruption generator (default: imagenet-c for 224-px models, cifar10-c for 32-px)")
+                        help="corruption generator (default: imagenet-c for 224-px models, cifar10-c for 32-px; "
+                        "imagenet-c-bar / cifar10-c-bar: the C-bar sets, generated on the fly)")
     parser.add_argument("--backend", choices=BACKENDS, default="native",
                         help="native (batched, any device) or reference (the imagecorruptions package)")
     _corruption_options(parser)
+    parser.add_argument("--baseline-run", help="C-bar protocols: a stored run of the same protocol (id, --name or "
+                        "model) that mCE and relative mCE are relative to (= 100)")
     _run_options(parser)
     _precision_option(parser, "bf16", "no-autocast", "fp32")
     parser.add_argument("--chunk-size", type=int,
@@ -606,8 +712,7 @@ def _perturb_arguments(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(protocol="imagenet-p")
     parser.add_argument("--device", help="cpu or cuda (default: cuda when present)")
     parser.add_argument("--batch-size", type=int, default=128, help="frames per batch (does not change results)")
-    parser.add_argument("--threads", type=int, help="CPU threads for torch's operations (default: torch's, one per "
-                        "core; on a machine shared with other jobs pass fewer)")
+    _add_threads(parser)
     parser.add_argument("--workers", type=int, default=0, help="DataLoader decode processes")
     parser.add_argument("--seed", type=int, default=0, help="seed of every random draw")
     parser.add_argument("--chunk-size", type=int, default=256, help="clean images decoded at once")
@@ -632,6 +737,38 @@ def _eval_perturbation_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chunk-size", type=int, default=256,
                         help="videos per stored part (an interruption loses at most one)")
     _precision_option(parser, "fp32")  # a flip is a near-tie moving: bf16 logits flip other frames than fp32
+
+
+def _trend_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--trend", action="append", type=_typed(_trend), metavar="SHIFT=SLOPE,INTERCEPT",
+                        help="the trend of effective robustness for a shift, logit(shifted) = SLOPE·logit(clean) + "
+                        "INTERCEPT (e.g. one a paper published), instead of the fit over the models in the store "
+                        "(repeatable)")
+
+
+def _eval_shift_arguments(parser: argparse.ArgumentParser) -> None:
+    from .choices import SHIFT_SOURCES, V2_VARIANTS
+
+    _model_options(parser)
+    parser.add_argument("--source", required=True, choices=SHIFT_SOURCES,
+                        help="the shifted set's released layout: imagenet-a and imagenet-r (200 <wnid> folders, "
+                        "scored over those classes), imagenet-sketch (1000 <wnid> folders), imagenetv2 (folders "
+                        "0..999)")
+    parser.add_argument("--data", required=True, help="the released folder, e.g. imagenet-a/ or "
+                        "imagenetv2-matched-frequency-format-val/")
+    parser.add_argument("--variant", choices=V2_VARIANTS,
+                        help="which ImageNetV2 --data holds (default: matched-frequency)")
+    parser.add_argument("--clean-data", help="the ImageNet validation set (<wnid>/<image>, or flat with --labels): "
+                        "the clean accuracy effective robustness is measured against (for imagenet-a/-r: the images "
+                        "of their 200 classes)")
+    parser.add_argument("--labels", help="labels of a flat --clean-data folder: 'FILE LABEL' lines (caffe val.txt) "
+                        "or the devkit's LOC_val_solution.csv")
+    _run_options(parser)
+    _precision_option(parser, "bf16")
+    parser.add_argument("--chunk-size", type=int, default=2048,
+                        help="images per stored part: what an interruption can lose (results do not depend on it)")
+    _decode_option(parser)
+    _trend_option(parser)
 
 
 def _eval_attack_arguments(parser: argparse.ArgumentParser) -> None:
@@ -680,8 +817,7 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="cpu or cuda (default: cuda when present)")
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="DataLoader decode processes")
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights and the data order")
-    parser.add_argument("--threads", type=int, help="CPU threads for torch's operations (default: torch's, one per "
-                        "core; on a machine shared with other jobs pass fewer)")
+    _add_threads(parser)
     _precision_option(parser, "bf16", "no-autocast", "fp32")
     parser.add_argument("--plot", help="write a learning-curve PNG here at the end")
     parser.add_argument("--compare", nargs="*", default=[], help="more log.jsonl files for the same plot")
@@ -691,10 +827,9 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
 def _demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/demo", help="where everything is written")
     parser.add_argument("--data", help="ImageFolder root with train/ and val/ instead of the built-in set")
-    parser.add_argument("--epochs", type=int, default=5, help="training epochs per model")
+    parser.add_argument("--epochs", type=int, help="training epochs per model (default: 5, or 1 with --quick)")
     parser.add_argument("--quick", action="store_true", help="a reduced setting (tiny data, 1 epoch)")
-    parser.add_argument("--threads", type=int, help="CPU threads for torch's operations (default: torch's, one per "
-                        "core; on a machine shared with other jobs pass fewer)")
+    _add_threads(parser)
     parser.add_argument("--device", help="cpu or cuda (default: cuda when present)")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader decode processes")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -703,7 +838,10 @@ def _demo_arguments(parser: argparse.ArgumentParser) -> None:
 def _table_arguments(parser: argparse.ArgumentParser) -> None:
     _selection_options(parser)
     parser.add_argument("--format", choices=TABLE_FORMATS, default="github",
-                        help="table format; csv is one table with a row per number (run, metric, level, value)")
+                        help="table format; csv is one table with a row per number (run, metric, level, value); "
+                        "json is the record `report` renders (summaries with intervals, pairs, provenance)")
+    parser.add_argument("--published", action="store_true",
+                        help="in the paper's layout, the seed release's published numbers beside each seed checkpoint")
     parser.add_argument("--ci", type=float, default=95.0,
                         help="show each value with the bounds [low, high] of this confidence interval (percent; "
                         "0: none)")
@@ -711,7 +849,26 @@ def _table_arguments(parser: argparse.ArgumentParser) -> None:
                         help="after each GAP/GCP twin over the same images: their difference, * where significant")
     parser.add_argument("--alpha", type=float, default=0.05, help="significance level of --pairs")
     parser.add_argument("--baseline-run", help="perturbation run (id, --name or model) that FR, mFR and mT5D are "
+                        "relative to, e.g. torchvision:alexnet's; its run of a C-bar protocol is the baseline of "
+                        "that protocol's mCE")
+    _trend_option(parser)
+
+
+def _report_arguments(parser: argparse.ArgumentParser) -> None:
+    _selection_options(parser)
+    parser.add_argument("--out", default="report.html", help="the HTML file to write (one self-contained page)")
+    parser.add_argument("--ci", type=float, default=95.0, help="confidence level of the intervals (percent; 0: none)")
+    parser.add_argument("--alpha", type=float, default=0.05, help="significance level of the GAP/GCP pairs")
+    parser.add_argument("--baseline-run", help="perturbation run (id, --name or model) that mFR and mT5D are "
                         "relative to, e.g. torchvision:alexnet's")
+    _trend_option(parser)
+
+
+def _export_arguments(parser: argparse.ArgumentParser) -> None:
+    _selection_options(parser)
+    parser.add_argument("--format", choices=("robustbench",), default="robustbench",
+                        help="robustbench: one model_info JSON per model and threat model (Linf, L2, corruptions)")
+    parser.add_argument("--out", default="model_info", help="directory: <out>/<dataset>/<threat>/<model>.json")
 
 
 def _runs_arguments(parser: argparse.ArgumentParser) -> None:
@@ -795,6 +952,8 @@ COMMANDS = (
              _cmd_eval_corruption),
     _Command("eval-attack", "robust accuracy under adversarial attacks across epsilons", _eval_attack_arguments,
              _cmd_eval_attack),
+    _Command("eval-shift", "top-1/top-5 error on ImageNet-A, -R, -Sketch or V2, and effective robustness",
+             _eval_shift_arguments, _cmd_eval_shift),
     _Command("perturb", "write perturbation sequences of an ImageFolder (ImageNet-P MP4s or CIFAR-10-P arrays)",
              _perturb_arguments, _cmd_perturb),
     _Command("eval-perturbation", "flip probability and top-5 distance (FR, mFR, mT5D) of a model",
@@ -802,8 +961,12 @@ COMMANDS = (
     _Command("train", "train a GAP or GCP model with the paper's LR recipes", _train_arguments, _cmd_train),
     _Command("demo", "train GAP and GCP on built-in photos, evaluate, compare (minutes)", _demo_arguments,
              _cmd_demo),
-    _Command("table", "corruption (CE, mCE) and attack (robust accuracy) tables of stored runs", _table_arguments,
-             _cmd_table),
+    _Command("table", "corruption (CE, mCE), attack (robust accuracy), perturbation and natural-shift (effective "
+             "robustness) tables of stored runs", _table_arguments, _cmd_table),
+    _Command("report", "one self-contained HTML page of stored runs: tables, pairs, figures, provenance",
+             _report_arguments, _cmd_report),
+    _Command("export", "stored runs in RobustBench's model_info format (AutoAttack and corruption accuracy)",
+             _export_arguments, _cmd_export),
     _Command("plot", "error vs severity, or robust accuracy vs eps, one line per run", _plot_arguments, _cmd_plot),
     _Command("runs", "list the stored runs with their ids and identities, or --delete one", _runs_arguments,
              _cmd_runs),
@@ -813,6 +976,11 @@ COMMANDS = (
              _sweep_arguments, _cmd_sweep),
     _Command("merge", "merge results stores (a sweep's units) into one", _merge_arguments, _cmd_merge),
 )
+
+
+def _add_threads(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=int, help="CPU threads for torch's operations (default: the cores that "
+                        "other processes leave idle, by the 1-minute load average, at least 1)")
 
 
 def build_parser(only: str | None = "") -> argparse.ArgumentParser:
@@ -845,7 +1013,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser(command).parse_args(argv)
     warnings.formatwarning = _one_line_warning(command)
     try:
-        if getattr(args, "threads", None) is not None:
+        if hasattr(args, "threads"):
             from .devices import set_threads
 
             set_threads(args.threads)

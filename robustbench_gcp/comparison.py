@@ -20,7 +20,7 @@ from .errors import Error, a_kind
 from .metrics import mce, mean_error, relative_mce
 from .results import Cell, ResultStore, Run
 from .stability import counts_from_bytes
-from .statistics import bootstrap_interval, holm, mcnemar_exact
+from .statistics import bootstrap_interval, bootstrap_intervals, holm, mcnemar_exact
 from .summaries import CLEAN, perturbations_of_test_set, summarize, unpack_flags
 
 DEFAULT_ALPHA = 0.05
@@ -83,8 +83,11 @@ def summary_kind(summary: object, label: str) -> str:
         return "attack"
     if "flip_probability" in summary:
         return "perturbation"
+    if "shift" in summary and "top1_error" in summary:
+        return "shift"
     raise ComparisonError(f"{label} is not a run summary: it has neither 'errors' (eval-corruption), "
-                          "'robust_accuracy' (eval-attack) nor 'flip_probability' (eval-perturbation)")
+                          "'robust_accuracy' (eval-attack), 'flip_probability' (eval-perturbation) nor "
+                          "'top1_error' (eval-shift)")
 
 
 def _number(value: object, label: str, key: str) -> float | None:
@@ -122,6 +125,13 @@ def _metrics(summary: Mapping, label: str) -> Metrics:
         if key in summary:
             found[key] = (_number(summary[key], label, key), +1, _half_width(summary.get(f"{key}_ci")),
                           CLEAN if key == "clean_error" else None)
+    if "shift" in summary and "top1_error" in summary:  # the shifted set of a shift run
+        found["top1_error"] = (_number(summary["top1_error"], label, "top1_error"), +1,
+                               _half_width(summary.get("top1_error_ci")), (str(summary["shift"]), "0"))
+        found["top5_error"] = (_number(summary.get("top5_error"), label, "top5_error"), +1,
+                               _half_width(summary.get("top5_error_ci")), None)
+        found["effective_robustness"] = (_number(summary.get("effective_robustness"), label, "effective_robustness"),
+                                         -1, _half_width(summary.get("effective_robustness_ci")), None)
     intervals = summary.get("errors_ci") if isinstance(summary.get("errors_ci"), Mapping) else {}
     for name, rates in _mapping(summary.get("errors", {}), label, "errors").items():
         if not isinstance(rates, list):
@@ -214,7 +224,8 @@ def _subset(run: Run) -> tuple:
     """What decides which images a run saw: the same tuple means the same images, in the same order."""
     config = run.config
     return (config.get("dataset"), config.get("dataset_size"), config.get("class_index_sha256"),
-            config.get("source"), config.get("limit"), config.get("seed") if config.get("limit") else None)
+            config.get("source"), config.get("limit"), config.get("seed") if config.get("limit") else None,
+            config.get("clean"))  # a shift run's clean set (other runs have none)
 
 
 def _unpaired(store: ResultStore, runs: tuple[Run, Run], labels: tuple[str, str], alpha: float,
@@ -233,6 +244,19 @@ def _hits(cells: Mapping[tuple[str, str], Cell], key: tuple[str, str], size: int
     return unpack_flags(cell.mask)[:size] if cell is not None and cell.mask is not None else None
 
 
+def _cell_sizes(cells: tuple[Mapping, Mapping], per_cell: bool) -> dict[tuple[str, str], int] | None:
+    """The images behind each cell, the same in both runs and, unless ``per_cell`` (a shift run's
+    shifted set and clean set), the same for every cell; None where they differ or nothing is stored."""
+    sizes: dict[tuple[str, str], int] = {}
+    for group in cells:
+        for key, cell in group.items():
+            if sizes.setdefault(key, cell.n) != cell.n:
+                return None
+    if not sizes or (not per_cell and len(set(sizes.values())) != 1):
+        return None
+    return sizes
+
+
 def compare_runs(store: ResultStore, baseline: Run, current: Run, labels: tuple[str, str],
                  alpha: float = DEFAULT_ALPHA) -> Comparison:
     """Two stored runs; paired (McNemar per cell, Holm over cells; paired bootstrap for the
@@ -240,19 +264,19 @@ def compare_runs(store: ResultStore, baseline: Run, current: Run, labels: tuple[
     if baseline.kind == "perturbation":
         return _compare_perturbation_runs(store, (baseline, current), labels, alpha)
     cells = store.cells(baseline), store.cells(current)
-    sizes = {c.n for group in cells for c in group.values()}
+    sizes = _cell_sizes(cells, per_cell=baseline.kind == "shift")
     skipped = any(c.skipped for group in cells for c in group.values())
     if not same_images(baseline, current):
         return _unpaired(store, (baseline, current), labels, alpha,
                          "the runs saw different images (dataset, class mapping, limit or subset seed differ)")
-    if len(sizes) != 1 or skipped:
+    if sizes is None or skipped:
         return _unpaired(store, (baseline, current), labels, alpha, "the runs skipped unreadable images")
-    size = sizes.pop()
+    size = max(sizes.values())
     before, after = _paired_metrics(summarize(baseline, cells[0], None), summarize(current, cells[1], None), labels)
     rows = _rows(before, after)
     tests = {}
     for metric, _, _, _, key in rows:
-        hits = (_hits(cells[0], key, size), _hits(cells[1], key, size)) if key else (None, None)
+        hits = tuple(_hits(group, key, sizes.get(key, size)) for group in cells) if key else (None, None)
         if hits[0] is not None and hits[1] is not None:
             tests[metric] = mcnemar_exact(int((hits[0] & ~hits[1]).sum()), int((~hits[0] & hits[1]).sum()))
     if not tests and any(key for *_, key in rows):
@@ -269,7 +293,9 @@ def compare_runs(store: ResultStore, baseline: Run, current: Run, labels: tuple[
         differences.append(Difference(metric, old, new, None if worse is None else round(worse, 4), interval,
                                       p_value, significant))
     corruptions = {k: v for k, v in aggregates.items() if k not in ("mean_error", "mCE", "relative_mCE")}
-    return Comparison(differences, True, f"paired over the same {size} images: McNemar's exact test per cell "
+    images = f"{size} images" if len(set(sizes.values())) == 1 else " and ".join(
+        f"{n} images ({name})" for (name, _), n in sizes.items())
+    return Comparison(differences, True, f"paired over the same {images}: McNemar's exact test per cell "
                       f"(Holm-corrected over {len(tests)} cells), paired bootstrap for the aggregates; alpha {alpha:g}",
                       corruptions)
 
@@ -299,11 +325,16 @@ def _aggregate_intervals(cells: tuple[Mapping, Mapping], size: int, alpha: float
         statistics["mCE"] = lambda rates: mce(table(rates))
         if CLEAN in keys:
             statistics["relative_mCE"] = lambda rates: relative_mce(table(rates), dict(zip(keys, rates))[CLEAN])
-    for metric, statistic in statistics.items():
+    observed = outcomes.mean(axis=1, dtype=np.float32)[:, None]
+    for metric, statistic in list(statistics.items()):
         try:
-            low, high = bootstrap_interval(outcomes, difference(statistic), confidence=1 - alpha)
+            difference(statistic)(observed)
         except ValueError:  # not computable for these cells (e.g. mCE of a non-ImageNet run)
-            continue
+            del statistics[metric]
+    if not statistics:
+        return found
+    intervals = bootstrap_intervals(outcomes, [difference(s) for s in statistics.values()], confidence=1 - alpha)
+    for metric, (low, high) in zip(statistics, intervals):
         found[metric] = (round(low, 4), round(high, 4))
     return found
 

@@ -25,8 +25,9 @@ _COLUMNS = {
     "runs": ["id", "key", "kind", "model", "config", "created"],
     "cells": ["run_id", "name", "level", "n", "top1_errors", "top5_errors", "skipped", "mask"],
     "parts": ["run_id", "name", "level", "n", "top1_errors", "top5_errors", "skipped", "mask", "covered"],
+    "environments": ["run_id", "package", "torch", "device", "host", "recorded"],
 }
-_ADDED_TABLES = {"parts"}  # tables newer versions add to an existing database
+_ADDED_TABLES = {"parts", "environments"}  # tables newer versions add to an existing database
 _ADDED_COLUMNS = {"runs": ["name"]}  # columns newer versions add to an existing database
 
 
@@ -60,7 +61,27 @@ CREATE TABLE IF NOT EXISTS parts ({_CELL_COUNTS}
     covered BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS parts_of_cell ON parts (run_id, name, level);
+CREATE TABLE IF NOT EXISTS environments (
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    package TEXT NOT NULL,
+    torch TEXT NOT NULL,
+    device TEXT NOT NULL,
+    host TEXT NOT NULL,
+    recorded TEXT NOT NULL DEFAULT (datetime('now')),
+    UNIQUE (run_id, package, torch, device, host)
+);
 """
+
+
+@dataclass(frozen=True)
+class Environment:
+    """What computed a run's cells (a run resumed elsewhere has several): for its provenance."""
+
+    package: str
+    torch: str
+    device: str
+    host: str
+    recorded: str = ""
 
 
 @dataclass(frozen=True)
@@ -135,6 +156,7 @@ class ResultStore:
 
     def __init__(self, path: str | Path = DEFAULT_DB) -> None:
         self.path = Path(path)
+        self.environment: Environment | None = None  # recorded with every cell or part written
         if self.path.is_dir():
             raise ResultsError(f"--db {self.path} is a directory; pass a database file, "
                                f"e.g. {self.path / 'results.sqlite'}")
@@ -253,14 +275,29 @@ class ResultStore:
             for run_id, name in rows:
                 cells = db.execute("DELETE FROM cells WHERE run_id = ?", (run_id,)).rowcount
                 db.execute("DELETE FROM parts WHERE run_id = ?", (run_id,))
+                db.execute("DELETE FROM environments WHERE run_id = ?", (run_id,))
                 db.execute("DELETE FROM runs WHERE id = ?", (run_id,))
                 removed.append((run_id, name, cells))
         return removed
+
+    def _record_environment(self, db: sqlite3.Connection, run: Run) -> None:
+        if self.environment is not None:
+            e = self.environment
+            db.execute("INSERT OR IGNORE INTO environments (run_id, package, torch, device, host) "
+                       "VALUES (?, ?, ?, ?, ?)", (run.id, e.package, e.torch, e.device, e.host))
+
+    def environments(self, run: Run) -> list[Environment]:
+        """What computed the run's cells, first recorded first (none for runs of older versions)."""
+        with self._connect() as db:
+            rows = db.execute("SELECT package, torch, device, host, recorded FROM environments WHERE run_id = ? "
+                              "ORDER BY recorded, rowid", (run.id,)).fetchall()
+        return [Environment(*row) for row in rows]
 
     def add_cell(self, run: Run, cell: Cell) -> None:
         """Store a finished cell (replacing an older result of the same cell) and drop its parts."""
         with self._connect() as db:
             self._check_run(db, run)
+            self._record_environment(db, run)
             db.execute("DELETE FROM parts WHERE run_id = ? AND name = ? AND level = ?", (run.id, cell.name, cell.level))
             db.execute(
                 "INSERT OR REPLACE INTO cells (run_id, name, level, n, top1_errors, top5_errors, skipped, mask) "
@@ -272,6 +309,7 @@ class ResultStore:
         """Store the counts of a cell over one chunk of its images."""
         with self._connect() as db:
             self._check_run(db, run)
+            self._record_environment(db, run)
             db.execute(
                 "INSERT INTO parts (run_id, name, level, n, top1_errors, top5_errors, skipped, mask, covered) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from .attacks import ATTACK_CELLS, attacks_by_norm, epsilon_value, mixed_norms
-from .corruptions import names
+from .corruptions import C_BAR_PROTOCOLS, benchmark_names, known_names
 from .metrics import mce, mean_error, relative_mce
 from .results import Cell, ResultsError, Run
 from .stability import (
@@ -20,7 +20,7 @@ from .stability import (
     normalized_rates,
     top5_distance,
 )
-from .statistics import DEFAULT_CONFIDENCE, bootstrap_interval, proportion_interval
+from .statistics import DEFAULT_CONFIDENCE, bootstrap_intervals, proportion_interval
 
 CLEAN = ("clean", "0")
 
@@ -72,17 +72,37 @@ def check_outcomes(run: Run, cells: Mapping[tuple[str, str], Cell]) -> None:
 
 def _skipped(run: Run, cells: Mapping[tuple[str, str], Cell]) -> int:
     """Unreadable images met by a run, each counted once: cells that read the same files (the
-    clean images corrupted on the fly, or attacked) count them once; released files per cell add up."""
+    clean images corrupted on the fly, or attacked) count them once; released files per cell add up
+    (as do a shifted set and its clean set)."""
     counts = [c.skipped for c in cells.values()]
     if not counts:
         return 0
-    return sum(counts) if run.kind == "corruption" and run.config.get("source") != "generated" else max(counts)
+    own_files = run.kind == "shift" or (run.kind == "corruption" and run.config.get("source") != "generated")
+    return sum(counts) if own_files else max(counts)
 
 
 def is_imagenet_run(run: Run) -> bool:
     """A run on ImageNet-sized data (224 px, 1000 classes): the only data that AlexNet-normalised
     metrics (CE, mCE, relative mCE) mean something on. Runs stored without these facts count as one."""
     return run.config.get("input_size", 224) >= 224 and run.config.get("model_classes", 1000) == 1000
+
+
+def is_c_bar_run(run: Run) -> bool:
+    """A run of a C-bar protocol: its mCE is normalised by a stored baseline run, never by
+    AlexNet's ImageNet-C errors."""
+    return run.config.get("protocol") in C_BAR_PROTOCOLS
+
+
+def _baseline_errors(run: Run, baseline_cells: Mapping[tuple[str, str], Cell] | None) -> tuple[dict | None,
+                                                                                                float | None]:
+    """A baseline run's error fractions over ``run``'s benchmark corruptions (None unless it has
+    all five severities of each) and its clean error (None without a clean cell)."""
+    if baseline_cells is None:
+        return None, None
+    found = {(name, level): cell.top1_error for (name, level), cell in baseline_cells.items() if cell.n}
+    table = {n: [found.get((n, str(s))) for s in range(1, 6)] for n in benchmark_names(run.config.get("protocol"))}
+    complete = all(None not in rates for rates in table.values())
+    return (table if complete else None), found.get(CLEAN)
 
 
 def _percent_interval(successes: int, n: int, confidence: float) -> list[float] | None:
@@ -103,9 +123,11 @@ def _error_outcomes(cells: Mapping[tuple[str, str], Cell], keys: list[tuple[str,
     return np.stack([~unpack_flags(c.mask)[:size] for c in chosen])
 
 
-def _corruption_intervals(run: Run, cells: Mapping[tuple[str, str], Cell], errors: dict, confidence: float) -> dict:
+def _corruption_intervals(run: Run, cells: Mapping[tuple[str, str], Cell], errors: dict, confidence: float,
+                          baseline: tuple[dict | None, float | None] = (None, None)) -> dict:
     """Wilson intervals per cell; paired bootstrap intervals of the aggregates (null where the
-    cells lack per-image outcomes: databases written before they were stored, or unread images)."""
+    cells lack per-image outcomes: databases written before they were stored, or unread images).
+    A C-bar run's mCE is normalised by ``baseline`` (its errors and clean error, held fixed)."""
     per_cell = {name: [_percent_interval(cells[name, str(s)].top1_errors, cells[name, str(s)].n, confidence)
                        if (name, str(s)) in cells else None for s in range(1, 6)] for name in errors}
     clean = cells.get(CLEAN)
@@ -117,42 +139,63 @@ def _corruption_intervals(run: Run, cells: Mapping[tuple[str, str], Cell], error
             by_key = dict(zip(keys, rates))
             return {n: [by_key.get((n, str(s))) for s in range(1, 6)] for n in errors}
 
-        def interval(statistic) -> list[float]:
-            low, high = bootstrap_interval(outcomes, statistic, confidence)
-            return [round(low, 4), round(high, 4)]
-
-        if any(n in errors for n in names("common")):
-            aggregates["mean_error_ci"] = interval(lambda rates: mean_error(table(rates)))
-        complete = is_imagenet_run(run) and all(
-            n in errors and all((n, str(s)) in cells for s in range(1, 6)) for n in names("common"))
+        statistics = {}  # bootstrapped together below: one set of resamples for all
+        benchmark = benchmark_names(run.config.get("protocol"))
+        if any(n in errors for n in benchmark):
+            statistics["mean_error_ci"] = lambda rates: mean_error(table(rates), benchmark)
+        c_bar = is_c_bar_run(run)
+        normalise = {"baseline": baseline[0], "corruptions": benchmark} if c_bar else {}
+        complete = (baseline[0] is not None if c_bar else is_imagenet_run(run)) and all(
+            n in errors and all((n, str(s)) in cells for s in range(1, 6)) for n in benchmark)
         if complete:
-            aggregates["mCE_ci"] = interval(lambda rates: mce(table(rates)))
-            if clean:
-                aggregates["relative_mCE_ci"] = interval(
-                    lambda rates: relative_mce(table(rates), dict(zip(keys, rates))[CLEAN]))
+            statistics["mCE_ci"] = lambda rates: mce(table(rates), **normalise)
+            if clean and (not c_bar or baseline[1] is not None):
+                statistics["relative_mCE_ci"] = lambda rates: relative_mce(
+                    table(rates), dict(zip(keys, rates))[CLEAN], baseline_clean=baseline[1], **normalise)
+        if statistics:
+            for key, (low, high) in zip(statistics, bootstrap_intervals(outcomes, list(statistics.values()),
+                                                                        confidence)):
+                aggregates[key] = [round(low, 4), round(high, 4)]
     return {"clean_error_ci": _percent_interval(clean.top1_errors, clean.n, confidence) if clean else None,
             "errors_ci": per_cell, **aggregates}
 
 
 def summarize_corruptions(run: Run, cells: Mapping[tuple[str, str], Cell], corruptions: Sequence[str],
-                          confidence: float | None = DEFAULT_CONFIDENCE) -> dict:
+                          confidence: float | None = DEFAULT_CONFIDENCE, baseline: Run | None = None,
+                          baseline_cells: Mapping[tuple[str, str], Cell] | None = None) -> dict:
     """The JSON summary of a corruption run (percent; mCE fields null unless all 15×5 ran on
-    ImageNet-sized data), with ``<metric>_ci`` intervals at ``confidence`` (None: none)."""
+    ImageNet-sized data), with ``<metric>_ci`` intervals at ``confidence`` (None: none).
+
+    A C-bar run's mean error is over its protocol's 10 corruptions; its mCE and relative mCE are
+    normalised by a ``baseline`` run of the same protocol (baseline = 100; null without one, or
+    unless both runs have all 10×5 cells), and it names the baseline under ``"baseline"``."""
     check_outcomes(run, cells)
+    if baseline is not None and baseline_cells is not None:
+        check_outcomes(baseline, baseline_cells)
 
     def rate(cell: Cell | None) -> float | None:
         return round(100 * cell.top1_error, 4) if cell and cell.n else None
 
     clean = cells.get(CLEAN)
-    errors = {
+    benchmark = benchmark_names(run.config.get("protocol"))
+    errors = {  # the protocol's own order first: Hendrycks', or its C-bar generator's table
         name: [rate(cells.get((name, str(s)))) for s in range(1, 6)]
-        for name in names("all") if name in corruptions or any(k[0] == name for k in cells)
+        for name in dict.fromkeys(benchmark + known_names()) if name in corruptions or any(k[0] == name for k in cells)
     }
     fractions = {n: [None if e is None else e / 100 for e in v] for n, v in errors.items()}
-    complete = is_imagenet_run(run) and all(n in errors and None not in errors[n] for n in names("common"))
+    c_bar = is_c_bar_run(run)
+    normalisation = _baseline_errors(run, baseline_cells) if c_bar else (None, None)
+    normalise = {"baseline": normalisation[0], "corruptions": benchmark} if c_bar else {}
+    complete = (normalisation[0] is not None if c_bar else is_imagenet_run(run)) and all(
+        n in errors and None not in errors[n] for n in benchmark)
     clean_error = rate(clean)
-    ran = [n for n in names("common") if n in errors and any(e is not None for e in errors[n])]
+    relative = complete and clean_error is not None and (not c_bar or normalisation[1] is not None)
+    ran = [n for n in benchmark if n in errors and any(e is not None for e in errors[n])]
     any_cell = next((c for c in cells.values()), None)
+    named = {"baseline": None if baseline is None else {"run_id": baseline.id, "model": baseline.model,
+                                                        "name": baseline.name}} if c_bar else {}
+    relative_mce_value = relative_mce(fractions, clean_error / 100, baseline_clean=normalisation[1],
+                                      **normalise) if relative else None
     return {
         "model": run.model,
         "checkpoint_sha256": run.config.get("checkpoint_sha256"),
@@ -161,12 +204,12 @@ def summarize_corruptions(run: Run, cells: Mapping[tuple[str, str], Cell], corru
         "n": clean.n if clean else (any_cell.n if any_cell else 0),
         "clean_error": clean_error,
         "errors": errors,
-        "mCE": round(mce(fractions), 4) if complete else None,
-        "relative_mCE": round(relative_mce(fractions, clean_error / 100), 4) if complete and clean_error is not None
-        else None,
-        "mean_error": round(mean_error(fractions), 4) if ran else None,
+        "mCE": round(mce(fractions, **normalise), 4) if complete else None,
+        "relative_mCE": None if relative_mce_value is None else round(relative_mce_value, 4),
+        "mean_error": round(mean_error(fractions, benchmark), 4) if ran else None,
+        **named,
         "skipped_unreadable": _skipped(run, cells),
-        **(_corruption_intervals(run, cells, errors, confidence) if confidence else {}),
+        **(_corruption_intervals(run, cells, errors, confidence, normalisation) if confidence else {}),
     }
 
 
@@ -301,10 +344,35 @@ def summarize_perturbations(run: Run, cells: Mapping[tuple[str, str], Cell], per
     return summary
 
 
+def summarize_shift(run: Run, cells: Mapping[tuple[str, str], Cell],
+                    confidence: float | None = DEFAULT_CONFIDENCE) -> dict:
+    """The JSON summary of a natural-shift run: top-1 and top-5 error on the shifted set and, where
+    the run has one, on its clean set (percent), each with Wilson's interval at ``confidence``."""
+    check_outcomes(run, cells)
+    config = run.config
+    sets = {"": cells.get((config.get("shift"), "0")), "clean_": cells.get(CLEAN)}
+    summary = {"model": run.model, "name": run.name, "checkpoint_sha256": config.get("checkpoint_sha256"),
+               "shift": config.get("shift"), "source": config.get("source"), "variant": config.get("variant"),
+               "classes": config.get("classes"), "dataset": config.get("dataset"),
+               "clean_data": (config.get("clean") or {}).get("dataset")}
+    for prefix, cell in sets.items():
+        n = cell.n if cell else 0
+        summary[f"{prefix}n"] = n
+        for metric, errors in (("error" if prefix else "top1_error", cell.top1_errors if cell else 0),
+                               ("top5_error", cell.top5_errors if cell else 0)):
+            summary[f"{prefix}{metric}"] = round(100 * errors / n, 4) if n else None
+            if confidence:
+                summary[f"{prefix}{metric}_ci"] = _percent_interval(errors, n, confidence)
+    summary["skipped_unreadable"] = _skipped(run, cells)
+    return summary
+
+
 def summarize(run: Run, cells: Mapping[tuple[str, str], Cell], confidence: float | None = DEFAULT_CONFIDENCE) -> dict:
     """The summary of a stored run of any kind."""
     if run.kind == "corruption":
         return summarize_corruptions(run, cells, [], confidence)
+    if run.kind == "shift":
+        return summarize_shift(run, cells, confidence)
     if run.kind == "perturbation":
         return summarize_perturbations(run, cells)
     return summarize_attacks(run, cells, confidence)

@@ -19,7 +19,7 @@ LAYERS = [
     {"data"},
     {"metrics", "results", "statistics"},
     {"summaries"},
-    {"comparison"},
+    {"comparison", "effective_robustness"},
     {"evaluate", "export"},
     {"export_videos"},
     {"report", "train", "sweep"},

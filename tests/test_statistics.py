@@ -16,6 +16,14 @@ from robustbench_gcp.summaries import pack_flags, summarize_corruptions, unpack_
 def test_wilson_interval_is_scipys_and_covers_at_its_rate():
     interval = stats.binomtest(37, 200).proportion_ci(confidence_level=0.95, method="wilson")
     assert proportion_interval(37, 200) == (pytest.approx(interval.low), pytest.approx(interval.high))
+    # the stored bounds (percent, 4 decimals) are scipy's exactly, at every count of small n and at large n
+    cases = [(k, n, 0.95) for n in range(1, 40) for k in range(n + 1)]
+    cases += [(k, n, 0.95) for n in (1000, 10_000, 50_000) for k in range(0, n + 1, n // 200)]
+    cases += [(k, 500, 0.99) for k in range(0, 501, 5)]
+    for k, n, confidence in cases:
+        ours = [round(100 * bound, 4) for bound in proportion_interval(k, n, confidence)]
+        theirs = stats.binomtest(k, n).proportion_ci(confidence_level=confidence, method="wilson")
+        assert ours == [round(100 * theirs.low, 4), round(100 * theirs.high, 4)], (k, n, confidence)
     rng = np.random.default_rng(0)
     truth, n = 0.23, 400
     draws = rng.binomial(n, truth, size=2000)

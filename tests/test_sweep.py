@@ -247,3 +247,40 @@ def test_a_damaged_part_is_refused_by_the_resume_and_by_the_merge(shard_stores, 
     with pytest.raises(SweepError, match=f"{damaged}: a stored part of cell fog 2"):
         merge_stores([damaged, shard_stores["second"]], tmp_path / "merged.sqlite")
     assert damaged.read_bytes() == stored and not (tmp_path / "merged.sqlite").exists()
+
+
+def test_a_shift_runs_parts_merge_each_at_its_own_size(tmp_path):
+    """A shift run's clean set and shifted set differ in size: parts of each join into its cell."""
+    import numpy as np
+    from shift_trees import build_tree, build_val, photos_of
+
+    from robustbench_gcp.results import CellPart, ResultStore
+    from robustbench_gcp.summaries import pack_flags, unpack_flags
+
+    tree = build_tree(tmp_path / "a", "imagenet-a", photos_of("imagenet-a", 6))
+    val = build_val(tmp_path / "val", photos_of("imagenet-a", 10, skip=40))
+    whole = tmp_path / "whole.sqlite"
+    result = run_cli_in_process("eval-shift", "--model", "mobilenet_v2_gap", "--source", "imagenet-a", "--data",
+                                str(tree), "--clean-data", str(val), "--db", str(whole), "--workers", "0", "--quiet")
+    assert result.returncode == 0, result.stderr
+    store = ResultStore(whole)
+    (run,) = store.runs("shift")
+    cells = store.cells(run)
+    assert sorted(c.n for c in cells.values()) == [6, 10]
+    shards = []
+    for k in (0, 1):
+        shard = ResultStore(tmp_path / f"shard{k}.sqlite")
+        mine = shard.run("shift", run.model, run.config)
+        for cell in cells.values():
+            correct = unpack_flags(cell.mask)[:cell.n]
+            covered = (np.arange(cell.n) % 2) == k
+            shard.add_part(mine, CellPart(cell.name, cell.level, int(covered.sum()), int((covered & ~correct).sum()),
+                                          cell.top5_errors if k == 0 else 0, 0, pack_flags(correct & covered),
+                                          pack_flags(covered)))
+        shards.append(shard.path)
+    report = merge_stores(shards, tmp_path / "merged.sqlite")
+    assert report.cells_from_parts == 2 and not report.unfinished
+    merged = ResultStore(tmp_path / "merged.sqlite")
+    joined = merged.cells(merged.runs("shift")[0])
+    assert {key: (c.n, c.top1_errors, c.top5_errors, c.mask) for key, c in joined.items()} == {
+        key: (c.n, c.top1_errors, c.top5_errors, c.mask) for key, c in cells.items()}

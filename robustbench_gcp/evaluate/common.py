@@ -4,6 +4,8 @@ checking the data, the run identity's data part, and the counting of a cell's ou
 from __future__ import annotations
 
 import os
+import platform
+import socket
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -23,8 +25,9 @@ from ..fileio import check_output_file
 from ..metrics import top_hits
 from ..models import create_model
 from ..progress import Progress
-from ..results import Cell, ResultStore, Run
+from ..results import Cell, Environment, ResultStore, Run
 from ..summaries import pack_flags
+from ..version import __version__
 
 DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
 
@@ -135,9 +138,23 @@ def data_identity(source: EvalSource, data: Path, clean_data: Path | None) -> di
     }
 
 
+def environment(device: torch.device) -> Environment:
+    """This process's package and torch versions, device and host: a run's provenance."""
+    if device.type == "cuda":
+        name = f"cuda: {torch.cuda.get_device_name(device)}"
+    else:
+        name = f"{device.type}: {platform.processor() or platform.machine()}"
+    return Environment(package=__version__, torch=torch.__version__, device=name, host=socket.gethostname())
+
+
 def open_store(path: Path, ctx: DistContext) -> ResultStore | None:
-    """The results store on rank 0 (the only writer), opened once every check has passed."""
-    return ResultStore(path) if ctx.is_main else None
+    """The results store on rank 0 (the only writer), opened once every check has passed; each
+    cell it writes records this process's environment."""
+    if not ctx.is_main:
+        return None
+    store = ResultStore(path)
+    store.environment = environment(ctx.device)
+    return store
 
 
 def start_run(store: ResultStore, kind: str, model: str, identity: dict, name: str | None) -> Run:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..attacks.autoattack import QUERIES
+from ..attacks.autoattack import QUERIES, VERSIONS
+from ..attacks.registry import ATTACKS
 from ..errors import Error
 from ..models.registry import UnknownModelError, architecture_info
 from ..models.zoo import checkpoint_record
@@ -48,10 +49,23 @@ def twins(gap: Run, gcp: Run) -> bool:
     return first[:2] == second[:2] and first[0] != "~" and (first[2], second[2]) == ("gap", "gcp")
 
 
-def _attack_parameters(config: dict) -> str:
+def _default_steps(attacks: Sequence[str]) -> str:
+    """What each attack's own default is (PGD's 40 steps, AutoAttack's schedule), so runs of
+    different defaults never share one label."""
+    parts = []
+    for name in attacks:
+        spec, version = ATTACKS.get(name), name.split("/", 1)[0]
+        if version in VERSIONS:
+            parts.append(f"{version} schedule")
+        elif spec is not None:
+            parts.append(f"{spec.default_steps} steps" if spec.default_steps else "1 step")
+    return ", ".join(dict.fromkeys(parts)) or "default steps"
+
+
+def _attack_parameters(config: dict, attacks: Sequence[str]) -> str:
     steps, rel = config.get("steps"), config.get("rel_stepsize")
     if steps is None and rel is None:
-        text = "default steps"
+        text = _default_steps(attacks)
     elif rel is None:
         text = f"{steps}×{2.5 / steps:.3g}" if steps else f"{steps} steps"
     else:
@@ -65,17 +79,18 @@ def _attack_parameters(config: dict) -> str:
     return text
 
 
-def run_label(run: Run) -> str:
+def run_label(run: Run, attacks: Sequence[str] = ()) -> str:
     """What distinguishes a run, short and stable: its --name, or model · protocol or attack
-    parameters · subset size · seed · precision."""
+    parameters · subset size · seed · precision. ``attacks``: the attack run's stored attacks,
+    whose defaults name its steps when none were given."""
     if run.name:
         return run.name
     config = run.config
     parts = [run.model]
-    if run.kind in ("corruption", "perturbation"):
-        parts.append(config.get("protocol") or config.get("source") or "")
+    if run.kind in ("corruption", "perturbation", "shift"):
+        parts.append(config.get("protocol") or config.get("shift") or config.get("source") or "")
     else:
-        parts.append(_attack_parameters(config))
+        parts.append(_attack_parameters(config, attacks))
         if config.get("backend") in ("foolbox", "reference"):
             parts.append(config["backend"])
     if config.get("limit"):
@@ -87,9 +102,10 @@ def run_label(run: Run) -> str:
     return " · ".join(p for p in parts if p)
 
 
-def run_labels(runs: Sequence[Run]) -> list[str]:
-    """Labels of ``runs``; runs that would share one get their id appended."""
-    labels = [run_label(r) for r in runs]
+def run_labels(runs: Sequence[Run], attacks: Sequence[Sequence[str]] | None = None) -> list[str]:
+    """Labels of ``runs`` (``attacks``: each run's stored attacks); runs that would share one get
+    their id appended."""
+    labels = [run_label(r, a) for r, a in zip(runs, attacks or [()] * len(runs))]
     return [f"{label} #{r.id}" if labels.count(label) > 1 else label for label, r in zip(labels, runs)]
 
 

@@ -5,20 +5,22 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from fractions import Fraction
 
 from tabulate import tabulate
 
 from ..attacks import epsilon_value
 from ..comparison import DEFAULT_ALPHA, Comparison, compare_runs, same_images
-from ..corruptions import names
+from ..corruptions import benchmark_names, known_names, names
+from ..effective_robustness import EffectiveRobustness, Trend
 from ..metrics import corruption_error
 from ..models.catalog import CatalogEntry
+from ..models.published import Published, published_for
 from ..results import ResultStore, Run
 from ..stability import ORDER
 from ..statistics import DEFAULT_CONFIDENCE
-from ..summaries import is_imagenet_run, summarize, summarize_perturbations
+from ..summaries import is_c_bar_run, is_imagenet_run, summarize, summarize_corruptions, summarize_perturbations
 from .runs import column_order, imagenet_metrics, run_label, run_labels, twins
 
 TABLE_FORMATS = ("github", "latex", "plain", "csv")
@@ -81,10 +83,11 @@ def _with_interval(value: float | None, interval: list[float] | None, fmt: str) 
     return f"{value:.2f} [{interval[0]:.2f}, {interval[1]:.2f}]"
 
 
-def _twin_columns(store: ResultStore, runs: Sequence[Run], alpha: float) -> dict[int, Comparison]:
+def twin_comparisons(store: ResultStore, runs: Sequence[Run], alpha: float,
+                  labels: Sequence[str] | None = None) -> dict[int, Comparison]:
     """Column of each GCP run whose GAP twin (same architecture, same images) is the column before:
     the paired comparison GAP → GCP."""
-    labels = run_labels(runs)
+    labels = labels or run_labels(runs)
     found = {}
     for index in range(1, len(runs)):
         gap, gcp = runs[index - 1], runs[index]
@@ -123,21 +126,24 @@ def _with_twins(rows: list[list], metrics: list[str], comparisons: dict[int, Com
 
 def corruption_table(store: ResultStore, runs: Sequence[Run], fmt: str = "github",
                      confidence: float | None = DEFAULT_CONFIDENCE, pairs: bool = False,
-                     alpha: float = DEFAULT_ALPHA) -> str:
+                     alpha: float = DEFAULT_ALPHA, baseline: Run | None = None) -> str:
     """Per-corruption CE on ImageNet-sized runs where all five severities ran, mean error (%)
     otherwise; runs as columns; clean error and the aggregates with the bounds of their
     ``confidence`` interval. ``pairs``: a difference column after each GAP/GCP twin pair, with
-    its paired significance."""
+    its paired significance. C-bar runs: error (%) per corruption, their mean error, and mCE /
+    relative mCE relative to the ``baseline`` run of their protocol (never AlexNet's)."""
     if not runs:
         return "no corruption runs in the store"
-    summaries = _summaries(store, runs, confidence)
+    base_cells = store.cells(baseline) if baseline else None
+    summaries = [summarize_corruptions(r, store.cells(r), [], confidence, baseline, base_cells) for r in runs]
     imagenet = imagenet_metrics(runs)
-    corruptions = [n for n in names("all") if any(n in s["errors"] for s in summaries)]
+    order = dict.fromkeys([n for r in runs for n in benchmark_names(r.config.get("protocol"))] + known_names())
+    corruptions = [n for n in order if any(n in s["errors"] for s in summaries)]
     rows: list[list] = [["clean error (%)", *[_with_interval(s["clean_error"], s.get("clean_error_ci"), fmt)
                                               for s in summaries]]]
     row_metrics = ["clean_error", *corruptions]
     for name in corruptions:
-        complete = imagenet and all(
+        complete = imagenet and name in names("all") and all(  # AlexNet's CE: ImageNet-C's corruptions only
             is_imagenet_run(r) and name in s["errors"] and None not in s["errors"][name]
             for r, s in zip(runs, summaries)
         )
@@ -150,17 +156,29 @@ def corruption_table(store: ResultStore, runs: Sequence[Run], fmt: str = "github
                 present = [e for e in s["errors"].get(name, []) if e is not None]
                 values.append(round(sum(present) / len(present), 2) if present else None)
             rows.append([f"{name} (error %)", *values])
-    metrics = ((("mCE", "mCE"), ("relative_mCE", "relative mCE")) if imagenet else ()) + (
+    normalised = imagenet or any(s["mCE"] is not None for s in summaries)
+    metrics = ((("mCE", "mCE"), ("relative_mCE", "relative mCE")) if normalised else ()) + (
         ("mean_error", "mean error (%)"),)
     for key, label in metrics:
         rows.append([label, *[_with_interval(s[key], s.get(f"{key}_ci"), fmt) for s in summaries]])
         row_metrics.append(key)
     headers = ["metric", *run_labels(runs)]
-    comparisons = _twin_columns(store, runs, alpha) if pairs else {}
+    comparisons = twin_comparisons(store, runs, alpha) if pairs else {}
     rows, headers = _with_twins(rows, row_metrics, comparisons, headers)
     footnote = (f"\n\nΔ GCP − GAP: * significant at alpha {alpha:g} (paired over the same images: McNemar, "
                 "Holm-corrected, for the clean error; paired bootstrap otherwise)") if comparisons else ""
-    return render(rows, headers, fmt) + (footnote or (f"\n\n{NO_TWINS}" if pairs else ""))
+    return render(rows, headers, fmt) + (footnote or (f"\n\n{NO_TWINS}" if pairs else "")) + \
+        _c_bar_note(runs, baseline, fmt)
+
+
+def _c_bar_note(runs: Sequence[Run], baseline: Run | None, fmt: str) -> str:
+    """What a C-bar run's mCE is relative to: a stored baseline run, never AlexNet."""
+    if not any(is_c_bar_run(r) for r in runs):
+        return ""
+    if baseline is None:
+        return "\n\nC-bar runs: mean error over the protocol's 10 corruptions; pass --baseline-run for their mCE"
+    return (f"\n\nC-bar runs: mean error over the protocol's 10 corruptions; mCE and relative mCE relative to run "
+            f"{baseline.id} ({one_line(run_label(baseline), fmt)}) = 100")
 
 
 def attack_tables(store: ResultStore, runs: Sequence[Run], fmt: str = "github",
@@ -172,13 +190,13 @@ def attack_tables(store: ResultStore, runs: Sequence[Run], fmt: str = "github",
     if not runs:
         return "no attack runs in the store"
     summaries = _summaries(store, runs, confidence)
-    labels = run_labels(runs)
+    labels = run_labels(runs, [list(s["robust_accuracy"]) for s in summaries])
     attacks = list(dict.fromkeys(a for s in summaries for a in s["robust_accuracy"]))
     blocks = [(a, [(s["robust_accuracy"].get(a, {}), s.get("robust_accuracy_ci", {}).get(a, {})) for s in summaries])
               for a in attacks]
     if len(attacks) > 1:
         blocks.append(("worst case over attacks", [(s["worst_case"], s.get("worst_case_ci", {})) for s in summaries]))
-    comparisons = _twin_columns(store, runs, alpha) if pairs else {}
+    comparisons = twin_comparisons(store, runs, alpha, labels) if pairs else {}
     text = []
     for title, per_run in blocks:
         # ε = 0 is the clean image: its column would repeat "clean"
@@ -205,16 +223,23 @@ def attack_tables(store: ResultStore, runs: Sequence[Run], fmt: str = "github",
     return "\n\n".join(text)
 
 
-def tidy_csv(store: ResultStore, runs: Sequence[Run]) -> str:
-    """Every number of ``runs`` as one CSV table: run, label, kind, metric, level, value."""
-    rows = []
+def tidy_csv(store: ResultStore, runs: Sequence[Run], trends: Mapping[str, Trend] | None = None) -> str:
+    """Every number of ``runs`` as one CSV table: run, label, kind, metric, level, value
+    (``trends``: given trends of effective robustness, by shift)."""
+    rows, effective = [], EffectiveRobustness(store, trends)
     for run, summary in zip(runs, _summaries(store, runs, None)):
-        rows += [[run.id, run_label(run), run.kind, *values] for values in _tidy_values(run.kind, summary)]
+        if run.kind == "shift":
+            summary = {**summary, "effective_robustness": effective.estimate(run).value}
+        attacks = list(summary.get("robust_accuracy", ()))
+        rows += [[run.id, run_label(run, attacks), run.kind, *values] for values in _tidy_values(run.kind, summary)]
     return render(rows, ["run", "label", "kind", "metric", "level", "value"], "csv")
 
 
 def _tidy_values(kind: str, summary: dict) -> list[tuple[str, str, float | None]]:
     """(metric, level, value) of every number of a summary."""
+    if kind == "shift":  # level: the shifted set
+        return [(metric, summary["shift"], summary[metric]) for metric in
+                ("clean_error", "clean_top5_error", "top1_error", "top5_error", "effective_robustness")]
     if kind == "perturbation":  # level: perturbation/difficulty
         return [(metric, f"{name}/{difficulty}", value) for metric in ("flip_probability", "top5_distance")
                 for name, by_difficulty in summary[metric].items() for difficulty, value in by_difficulty.items()]
@@ -350,14 +375,34 @@ def _scaled(value: float | None, factor: float) -> float | None:
     return None if value is None else round(value * factor, 4)
 
 
+PUBLISHED_COLUMNS = {"clean top-1": "clean_accuracy", "mCE": "mCE", "relative mCE": "relative_mCE", "mFR": "mFR",
+                     "mT5D": "mT5D"}
+
+
+def _with_published(rows: list[list], headers: list[str], published: Mapping[str, Published | None]) -> None:
+    """A "published" column after each metric the seed release published, filled for seed checkpoints."""
+    for column in reversed([i for i, header in enumerate(headers) if header in PUBLISHED_COLUMNS]):
+        metric = PUBLISHED_COLUMNS[headers[column]]
+        for row in rows:
+            found = published.get(row[0])
+            row.insert(column + 1, found.values().get(metric) if found else None)
+        headers.insert(column + 1, f"{headers[column]}, published")
+
+
 def robustness_table(store: ResultStore, corruption_runs: Sequence[Run], perturbation_runs: Sequence[Run],
-                     fmt: str = "github", baseline: Run | None = None, attack_runs: Sequence[Run] = ()) -> str:
+                     fmt: str = "github", baseline: Run | None = None, attack_runs: Sequence[Run] = (),
+                     shift_runs: Sequence[Run] = (), trends: Mapping[str, Trend] | None = None,
+                     published: bool = False) -> str:
     """The paper's layout: a row per model (GAP next to GCP) with its clean top-1 and the mCE and
-    relative mCE of its newest corruption run, mFR and mT5D of its newest perturbation run, and
-    the worst-case robust accuracy per ε of its newest attack run."""
+    relative mCE of its newest corruption run, the effective robustness of its newest run on each
+    natural shift (``trends``: given trends by shift), mFR and mT5D of its newest perturbation
+    run, and the worst-case robust accuracy per ε of its newest attack run. ``published``: the
+    seed release's number beside each metric of a seed checkpoint."""
+    corruption_runs = [r for r in corruption_runs if not is_c_bar_run(r)]  # the paper's mCE is ImageNet-C's
     newest = [{r.model: r for r in sorted(runs, key=lambda r: r.id)}
-              for runs in (corruption_runs, perturbation_runs, attack_runs)]
-    corruption, perturbation, attack = newest
+              for runs in (corruption_runs, perturbation_runs, attack_runs, shift_runs)]
+    corruption, perturbation, attack, _ = newest
+    shifts, effective = EffectiveRobustness(store, trends).newest_by_model(shift_runs)
     models = sorted(set().union(*newest), key=lambda m: column_order(next(k[m] for k in newest if m in k)))
     base_cells = store.cells(baseline) if baseline else None
     attacks = {m: summarize(r, store.cells(r), None) for m, r in attack.items()}
@@ -370,11 +415,21 @@ def robustness_table(store: ResultStore, corruption_runs: Sequence[Run], perturb
         at = attacks.get(model, {})
         clean = 100 - cs["clean_error"] if cs.get("clean_error") is not None else at.get("clean_accuracy")
         rows.append([model, None if clean is None else round(clean, 4), cs.get("mCE"), cs.get("relative_mCE"),
+                     *[effective.get(model, {}).get(shift) for shift in shifts],
                      ps.get("mFR"), ps.get("mT5D"), *[at.get("worst_case", {}).get(lv) for lv in levels]])
         if ps.get("rates_over_difficulties"):
             rated.append(ps)
     note = f"\n\nmFR and mT5D {_rates_note(rated)}" if rated else ""
-    headers = ["model", "clean top-1", "mCE", "relative mCE", "mFR", "mT5D", *[f"robust @ {lv}" for lv in levels]]
+    headers = ["model", "clean top-1", "mCE", "relative mCE", *[f"ER {shift}" for shift in shifts], "mFR", "mT5D",
+               *[f"robust @ {lv}" for lv in levels]]
+    if shifts:
+        note += ("\n\nER: effective robustness (points of top-1 accuracy above the trend of the models in the store, "
+                 "or of --trend; see the shift tables)")
+    if published:
+        checkpoints = {m: k[m].config.get("checkpoint_sha256") for k in reversed(newest) for m in k}
+        _with_published(rows, headers, {m: published_for(m, sha) for m, sha in checkpoints.items()})
+        note += ("\n\npublished: the numbers the seed release's README gives for its checkpoints (and torchvision's "
+                 "documentation for the V1 ResNets its GAP rows used)")
     shown = [0] + [i for i in range(1, len(headers)) if any(row[i] is not None for row in rows)]
     if not set(shown) - {0, 1}:  # no robustness number to lay out (e.g. CIFAR runs have no mCE): no table
         return ""

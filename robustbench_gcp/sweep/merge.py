@@ -29,7 +29,7 @@ from ..stability import counts_from_bytes
 from ..summaries import unpack_flags
 from .spec import SweepError
 
-_MERGES = {"corruption": merge_image_parts, "perturbation": merge_video_parts}
+_MERGES = {"corruption": merge_image_parts, "shift": merge_image_parts, "perturbation": merge_video_parts}
 _CELL = ("n", "top1_errors", "top5_errors", "skipped", "mask")
 _PART = ("n", "top1_errors", "top5_errors", "skipped", "mask", "covered")
 
@@ -60,12 +60,20 @@ class _Run:
     config: str
     name: str | None
     created: str
+    environments: set[tuple] = field(default_factory=set)  # (package, torch, device, host, recorded)
 
 
 def run_size(config: dict) -> int:
     """Images (videos) a run evaluates: its limit, else its whole dataset (as ``subset`` selects)."""
     size, limit = int(config["dataset_size"]), config.get("limit")
     return size if limit is None or limit >= size else int(limit)
+
+
+def cell_size(config: dict, kind: str, name: str) -> int:
+    """Images (videos) of one cell: the run's, except a shift run's clean set, which has its own."""
+    if kind == "shift" and name == "clean" and config.get("clean"):
+        return run_size({**config, "dataset_size": config["clean"]["size"]})
+    return run_size(config)
 
 
 def _read(path: Path) -> tuple[dict[str, _Run], dict[tuple, tuple], dict[tuple, list[tuple]]]:
@@ -77,6 +85,10 @@ def _read(path: Path) -> tuple[dict[str, _Run], dict[tuple, tuple], dict[tuple, 
     try:
         rows = db.execute("SELECT id, key, kind, model, config, name, created FROM runs ORDER BY id").fetchall()
         by_id = {row[0]: _Run(*row[1:]) for row in rows}
+        if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'environments'").fetchone():
+            for run_id, *environment in db.execute(
+                    "SELECT run_id, package, torch, device, host, recorded FROM environments"):
+                by_id[run_id].environments.add(tuple(environment))
         cells = {(by_id[r[0]].key, r[1], r[2]): r[3:] for r in db.execute(
             f"SELECT run_id, name, level, {', '.join(_CELL)} FROM cells ORDER BY run_id, name, level")}
         parts: dict[tuple, list[tuple]] = {}
@@ -110,7 +122,7 @@ def merge_stores(sources: Sequence[str | Path], target: str | Path) -> MergeRepo
     for path in stores:
         found_runs, found_cells, found_parts = _read(path)
         for key, run in found_runs.items():
-            runs.setdefault(key, run)
+            runs.setdefault(key, run).environments |= run.environments
             if runs[key].name is None and run.name:
                 runs[key].name = run.name
         for cell, values in found_cells.items():
@@ -132,7 +144,7 @@ def merge_stores(sources: Sequence[str | Path], target: str | Path) -> MergeRepo
         if cell in cells:
             continue
         run = runs[cell[0]]
-        size = run_size(json.loads(run.config))
+        size = cell_size(json.loads(run.config), run.kind, cell[1])
         cell_parts = [CellPart(cell[1], cell[2], *part) for part in found]
         for part, path in zip(cell_parts, part_origin[cell]):
             if not part_fits(part, size):
@@ -199,6 +211,9 @@ def _write(target: Path, runs: dict[str, _Run], cells: dict[tuple, tuple], parts
                        [(ids[c[0]], c[1], c[2]) for c in sorted(cells)])
         db.executemany(f"INSERT INTO parts (run_id, name, level, {', '.join(_PART)}) VALUES ({', '.join('?' * 9)})",
                        [(ids[c[0]], c[1], c[2], *p) for c, ps in sorted(parts.items()) for p in ps])
+        db.executemany("INSERT OR IGNORE INTO environments (run_id, package, torch, device, host, recorded) "
+                       "VALUES (?, ?, ?, ?, ?, ?)",
+                       [(ids[key], *e) for key, run in runs.items() for e in sorted(run.environments)])
         db.commit()
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # everything in the main file before it is renamed
     except BaseException:
