@@ -76,7 +76,7 @@ def _published_cells(record: Mapping, index: int, metric: str) -> list[dict]:
             _cell(published["differences"].get(metric), None, ("runs", index, "published", "differences", metric))]
 
 
-def _corruption_section(data: Mapping, indexed: list[tuple[int, Mapping]]) -> dict:
+def _corruption_section(indexed: list[tuple[int, Mapping]]) -> dict:
     """The summary rows, and one colour-scaled corruption × severity grid per run."""
     metrics = [("clean_error", "clean error (%)"), ("mCE", "mCE"), ("relative_mCE", "relative mCE"),
                ("mean_error", "mean error (%)")]
@@ -105,7 +105,7 @@ def _corruption_section(data: Mapping, indexed: list[tuple[int, Mapping]]) -> di
     return {"headers": headers, "rows": rows, "grids": grids}
 
 
-def _attack_section(data: Mapping, indexed: list[tuple[int, Mapping]]) -> dict:
+def _attack_section(indexed: list[tuple[int, Mapping]]) -> dict:
     """A row per run and attack (and the worst case), ε as columns."""
     levels = sorted({level for _, r in indexed for by in [*r["summary"]["robust_accuracy"].values(),
                                                           r["summary"]["worst_case"]] for level in by
@@ -129,7 +129,7 @@ def _attack_section(data: Mapping, indexed: list[tuple[int, Mapping]]) -> dict:
     return {"headers": headers, "rows": rows}
 
 
-def _perturbation_section(data: Mapping, indexed: list[tuple[int, Mapping]]) -> dict:
+def _perturbation_section(indexed: list[tuple[int, Mapping]]) -> dict:
     """Flip probability (%) and top-5 distance per perturbation and difficulty; mFR and mT5D."""
     levels = sorted({d for _, r in indexed for by in r["summary"]["flip_probability"].values() for d in by}, key=int)
     rows, summary_rows = [], []
@@ -157,7 +157,7 @@ def _perturbation_section(data: Mapping, indexed: list[tuple[int, Mapping]]) -> 
     }
 
 
-def _shift_section(data: Mapping, indexed: list[tuple[int, Mapping]]) -> dict:
+def _shift_section(indexed: list[tuple[int, Mapping]]) -> dict:
     """Per run: its shifted set, the clean and shifted errors and the effective robustness."""
     metrics = ("clean_error", "top1_error", "top5_error", "effective_robustness")
     rows = [{"record": record, "shift": record["summary"]["shift"], "note": record["summary"]["trend"],
@@ -197,15 +197,14 @@ def _template_environment() -> Environment:
     return environment
 
 
-def render_report(data: Mapping, store: ResultStore, chosen: Mapping[str, Sequence[Run]], figures: bool = True) -> str:
+def render_report(data: Mapping, store: ResultStore, chosen: Mapping[str, Sequence[Run]]) -> str:
     """The page of ``data`` (``report_data`` of the ``chosen`` runs of ``store``)."""
     sections = {}
     for kind, build in SECTIONS.items():
         indexed = [(i, r) for i, r in enumerate(data["runs"]) if r["kind"] == kind]
         if indexed:
-            sections[kind] = {**build(data, indexed),
-                              "figure": _svg(FIGURES[kind], store, chosen[kind]) if figures and kind in FIGURES
-                              else None}
+            sections[kind] = {**build(indexed),
+                              "figure": _svg(FIGURES[kind], store, chosen[kind]) if kind in FIGURES else None}
     return _template_environment().get_template("report.html.j2").render(
         data=data, sections=sections, pairs=_pairs(data))
 
