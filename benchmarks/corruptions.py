@@ -15,6 +15,10 @@ compared. On a GPU: corrupt() with the storage step, both protocols at 224 px.
     python benchmarks/corruptions.py                       # all 19, batch 64, then C-bar
     python benchmarks/corruptions.py --corruptions common --batch 256 --reference-images 32
     python benchmarks/corruptions.py --sets c-bar          # C-bar only
+    python benchmarks/corruptions.py --sets storage        # the JPEG q85 storage step alone
+
+The storage step alone: images/s of the batched integer JPEG round trip (what CUDA runs) on each
+device, and of libjpeg itself on the CPU's codec threads (what the CPU runs), at 224 px.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import multiprocessing
 import os
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -137,6 +142,23 @@ def c_bar_gpu_rate(protocol: str, name: str, severity: int, batch: int, size: in
     return batch / median_seconds(run, device, repeats=3, warmup=1)
 
 
+def run_storage(args: argparse.Namespace) -> None:
+    from robustbench_gcp.corruptions.jpeg import jpeg_round_trip_exact
+    from robustbench_gcp.corruptions.ops import jpeg_round_trip
+
+    print(f"\nJPEG q85 storage step, 224 px, torch threads {torch.get_num_threads()}\n")
+    print("| device | batch | batched integer pipeline | libjpeg (codec threads) |\n|---|---|---|---|")
+    for device in default_devices():
+        batch = args.gpu_batch if device.type == "cuda" else args.batch or 64
+        images = (sample_images(batch, 224, seed=4) * 255).round().to(torch.uint8).to(device)
+        exact = batch / median_seconds(partial(jpeg_round_trip_exact, images, 85), device, repeats=3, warmup=1)
+        libjpeg = "n/a"
+        if device.type == "cpu":
+            floats = images.float() / 255
+            libjpeg = f"{batch / median_seconds(partial(jpeg_round_trip, floats, 85), device, repeats=3, warmup=1):.0f}"
+        print(f"| {device.type} | {batch} | {exact:.0f} | {libjpeg} |", flush=True)
+
+
 def run_c_bar(args: argparse.Namespace) -> None:
     gpu = torch.cuda.is_available()
     print(f"\ntorch {torch.__version__}, {os.cpu_count()} CPU cores"
@@ -171,7 +193,8 @@ def run_c_bar(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sets", default="imagenet-c,c-bar", help="imagenet-c (vs the package), c-bar, or both")
+    parser.add_argument("--sets", default="storage,imagenet-c,c-bar",
+                        help="any of storage (the JPEG step alone), imagenet-c (vs the package), c-bar")
     parser.add_argument("--c-bar-batch", type=int, help="C-bar native CPU batch (default 32 at 224 px, 256 at 32)")
     parser.add_argument("--c-bar-numpy-images", type=int,
                         help="images of the C-bar NumPy version per run (default 8 at 224 px, 64 at 32)")
@@ -185,6 +208,8 @@ def main() -> None:
     parser.add_argument("--protocol", default="imagecorruptions", help="native protocol to time")
     args = parser.parse_args()
     sets = args.sets.split(",")
+    if "storage" in sets:
+        run_storage(args)
     if "imagenet-c" in sets:
         run_imagenet_c(args)
     if "c-bar" in sets:

@@ -11,6 +11,7 @@ import pytest
 import torch
 from conftest import copy_per_class, shared_path
 
+from robustbench_gcp.data.batches import staged
 from robustbench_gcp.data.decode import EncodedFiles, collate_encoded, decode_batch
 from robustbench_gcp.data.folders import eval_geometry
 from robustbench_gcp.evaluate.corruption import CorruptionEvalConfig, evaluate_corruptions
@@ -118,6 +119,18 @@ def test_device_decode_falls_back_and_reports_unreadable(tmp_path, cifar_test_di
     assert readable.tolist() == [name != "broken.jpg" for name in names]
 
 
+def test_a_batch_of_file_bytes_flags_whole_jpegs_at_once(cifar_test_dir):
+    """The files of a batch travel as one tensor; the JPEG markers are checked on all of them
+    together, next to empty, tiny, truncated and non-JPEG files."""
+    jpeg = next(cifar_test_dir.rglob("*.jpg")).read_bytes()
+    datas = [jpeg, b"", b"\xff\xd8\xff", jpeg[:-2], b"\x89PNG\r\n\x1a\n....", jpeg, b"\xff\xd8", jpeg[:-1]]
+    encoded, *_ = collate_encoded([(data, 0, i, bool(data)) for i, data in enumerate(datas)])
+    assert [bytes(f.tolist()) for f in encoded.files()] == datas
+    assert encoded.whole_jpegs().tolist() == [True, False, False, False, False, True, False, False]
+    empty, *_ = collate_encoded([(b"", 0, 0, False)])
+    assert empty.whole_jpegs().tolist() == [False] and [len(f) for f in empty.files()] == [0]
+
+
 def test_image_streams_draw_the_same_numbers_in_any_batch():
     streams = image_streams(3, range(10), "fog", 2)
     whole, part = Draws(10, torch.device("cpu"), streams), Draws(4, torch.device("cpu"), streams[6:])
@@ -194,3 +207,22 @@ def test_overlapping_parts_are_counted_once():
     merged = merge_parts("fog", "1", [part(0, 5, 1), part(0, 5, 1), part(5, 10, 2)], 10)
     assert (merged.n, merged.top1_errors) == (10, 3)
     assert merge_parts("fog", "1", [part(0, 6, 1), part(4, 10, 1)], 10) is None  # cannot be made whole
+
+
+def test_staged_work_comes_back_in_order_and_raises_where_it_failed():
+    """The loop eval-corruption runs its batches through (a side stream ahead on CUDA): on the
+    CPU it is the plain map, and an error in one item's work reaches the consumer at that item."""
+    items = [torch.arange(i, i + 3) for i in range(4)]
+    assert [t.tolist() for t in staged(items, lambda t: t * 2, torch.device("cpu"))] == \
+        [[2 * v for v in range(i, i + 3)] for i in range(4)]
+
+    def fail_on_third(t: torch.Tensor) -> torch.Tensor:
+        if int(t[0]) == 2:
+            raise ValueError("third")
+        return t
+
+    seen = []
+    with pytest.raises(ValueError, match="third"):
+        for t in staged(items, fail_on_third, torch.device("cpu")):
+            seen.append(int(t[0]))
+    assert seen == [0, 1]

@@ -139,6 +139,28 @@ def test_jpeg_storage_step_on_cuda_is_libjpeg_bit_for_bit():
     assert torch.equal(jpeg_round_trip_exact(images.cuda(), 85).cpu(), expected)
 
 
+def test_corruption_staged_on_a_side_stream_equals_the_sequential_loop():
+    """The overlapped loop of eval-corruption (corrupt batch k+1 on a side stream while the model
+    classifies batch k) gives exactly the logits of corrupting and classifying in turn."""
+    from robustbench_gcp.corruptions import corrupt
+    from robustbench_gcp.data.batches import staged
+    from robustbench_gcp.rng import image_streams
+
+    images = _photos(96).cuda()
+    model = rg.create_model("cifar_resnet20_gcp").cuda().eval()
+    batches = [(images[i : i + 32], torch.arange(i, i + 32, device="cuda")) for i in range(0, 96, 32)]
+
+    def work(batch):
+        x, index = batch
+        streams = image_streams(0, index, "shot_noise", 3, "cuda")
+        return corrupt(x, "shot_noise", 3, protocol="imagenet-c", generator=streams, check_input=False)
+
+    with torch.inference_mode():
+        overlapped = [model(x) for x in staged(batches, work, torch.device("cuda"))]
+        sequential = [model(work(batch)) for batch in batches]
+    assert all(torch.equal(a, b) for a, b in zip(overlapped, sequential))
+
+
 def _cells(db) -> dict:
     from robustbench_gcp.results import ResultStore
 

@@ -55,3 +55,10 @@ def test_quality_tables_follow_libjpeg_scaling():
     assert quant_table((16, 11, 200), 85) == [5, 3, 60]
     assert quant_table((16, 11, 200), 50) == [16, 11, 200]
     assert quant_table((16, 11, 200), 10) == [80, 55, 255]  # force_baseline caps at 255
+
+
+def test_equals_libjpeg_at_every_quality(photos):
+    """Each quality scales the tables differently (rounding, the floor of 1, the cap of 255)."""
+    crops = photos[:2, :, 5:46, 3:60]  # 41 × 57: neither side a whole MCU
+    for quality in range(1, 96):
+        assert torch.equal(jpeg_round_trip_exact(crops, quality), libjpeg(crops, quality)), quality

@@ -9,12 +9,15 @@ runs the targeted DLR loss against the classes ranked 2nd, 3rd, … on the clean
 
 Unlike the reference, every row (one image at one ε) draws its start from its own stream, so a
 row's result does not depend on the batch, the other rows or the points earlier attacks broke.
+The targets and restarts are attempts, each with its own repetition of the row's stream; several
+can run as rows of one batch, and an image keeps its earliest attempt that fools it, as when the
+reference runs them one after the other on the points still robust.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +25,7 @@ from torch import Tensor
 
 from ..choices import NORMS
 from ..rng import Draws, ImageStreams
-from .rows import Logits, first_success, normalized, per_row, project, target_classes
+from .rows import Logits, RowState, first_success, normalized, per_row, project, target_classes
 
 LOSSES = ("ce", "dlr")
 Loss = Callable[[Tensor, Tensor, "Tensor | None"], Tensor]  # (logits, labels, targets) → per-row loss
@@ -83,10 +86,11 @@ class _Schedule:
 
 
 @dataclass
-class _Rows:
-    """The state of the rows still running, subset together when some are fooled."""
+class _Rows(RowState):
+    """The state of the rows of one run: (attempt, image) pairs."""
 
-    position: Tensor  # each row's place in the output
+    image: Tensor  # the row's image, 0 … images − 1 of the run
+    attempt: Tensor  # its attempt's number: an image's earliest attempt that fools it counts
     images: Tensor
     labels: Tensor
     targets: Tensor | None
@@ -98,26 +102,23 @@ class _Rows:
     gradient_best: Tensor
     best: Tensor
     step: Tensor
-    losses: Tensor  # (steps, rows)
+    losses: Tensor  # (rows, steps)
     best_at_checkpoint: Tensor
     halved_at_checkpoint: Tensor
 
-    def keep(self, keep: Tensor) -> None:
-        for field in fields(self):
-            value = getattr(self, field.name)
-            if value is not None:
-                setattr(self, field.name, value[:, keep] if field.name == "losses" else value[keep])
-
 
 def _single_run(logits: Logits, images: Tensor, labels: Tensor, targets: Tensor | None, radii: Tensor, draws: Draws,
-                *, norm: str, loss: Loss, steps: int, rho: float, eot: int) -> Tensor:
+                image: Tensor, attempt: Tensor, *, norm: str, loss: Loss, steps: int, rho: float,
+                eot: int) -> Tensor:
     """One APGD run on rows; returns each row's last misclassified iterate (its start otherwise),
-    as the reference does.
+    as the reference does. The rows are attempts (``attempt``: restarts, target classes) on
+    images (``image``), all run at once.
 
     A deterministic model's row stops once it is misclassified by a clear margin (``SETTLED`` of
-    its largest logit, far above float32 and bf16 rounding): its outcome is settled, and the rows
-    left run as they would have, so fooled rows cost nothing more. Under EoT (a randomised model)
-    no row stops: one noisy pass proves nothing."""
+    its largest logit, far above float32 and bf16 rounding): its outcome is settled, and so are
+    the later attempts on its image, which stop too; the rows left run as they would have alone,
+    so fooled rows cost nothing more. Under EoT (a randomised model) no row stops: one noisy pass
+    proves nothing. Stopped rows are masked, and dropped every ``HOST_CHECK_EVERY`` steps."""
 
     def loss_and_gradient(rows: _Rows) -> tuple[Tensor, Tensor, Tensor]:
         gradient = torch.zeros_like(rows.x_adv)
@@ -129,20 +130,32 @@ def _single_run(logits: Logits, images: Tensor, labels: Tensor, targets: Tensor 
                 gradient += torch.autograd.grad(values.sum(), x)[0]
         return out.detach(), values.detach(), gradient / eot
 
+    never = torch.iinfo(torch.long).max  # no attempt has this number
+    earliest_settled = torch.full((len(images),), never, device=images.device)  # per image (there are fewer)
+
+    def stop_settled(rows: _Rows, out: Tensor) -> None:
+        if eot > 1:
+            return
+        settled = _settled(out, rows.labels) & rows.running
+        earliest_settled.scatter_reduce_(0, rows.image, torch.where(settled, rows.attempt, never), "amin")
+        rows.running &= rows.attempt < earliest_settled[rows.image]
+
     start = _random_start(images, radii, norm, draws)
     found = start.clone()
     n = len(images)
-    rows = _Rows(torch.arange(n, device=images.device), images, labels, targets, radii, start, start, start.clone(),
-                 torch.zeros_like(start), torch.zeros_like(start), torch.zeros(n, device=images.device),
-                 per_row(2.0 * radii, images.dim()).clone(), torch.zeros(steps, n, device=images.device),
-                 torch.zeros(n, device=images.device), torch.ones(n, dtype=torch.bool, device=images.device))
+    zeros = torch.zeros(n, device=images.device)
+    rows = _Rows(position=torch.arange(n, device=images.device), running=torch.ones_like(labels, dtype=torch.bool),
+                 image=image, attempt=attempt, images=images, labels=labels, targets=targets, radii=radii,
+                 x_adv=start, x_previous=start, x_best=start.clone(), gradient=torch.zeros_like(start),
+                 gradient_best=torch.zeros_like(start), best=zeros, step=per_row(2.0 * radii, images.dim()).clone(),
+                 losses=torch.zeros(n, steps, device=images.device), best_at_checkpoint=zeros,
+                 halved_at_checkpoint=torch.ones(n, dtype=torch.bool, device=images.device))
     out, current, rows.gradient = loss_and_gradient(rows)
     rows.gradient_best, rows.best, rows.best_at_checkpoint = rows.gradient.clone(), current.clone(), current.clone()
-    if eot == 1:
-        rows.keep(~_settled(out, rows.labels))
+    stop_settled(rows, out)
     schedule = _Schedule(steps)
     for i in range(steps):
-        if len(rows.position) == 0:
+        if not rows.compact(i):
             break
         with torch.no_grad():
             momentum = rows.x_adv - rows.x_previous
@@ -154,54 +167,58 @@ def _single_run(logits: Logits, images: Tensor, labels: Tensor, targets: Tensor 
                                  rows.radii, norm)
         out, current, rows.gradient = loss_and_gradient(rows)
         with torch.no_grad():
-            wrong = out.argmax(1) != rows.labels
-            found[rows.position[wrong]] = rows.x_adv[wrong]
-            rows.losses[i] = current
+            wrong = per_row((out.argmax(1) != rows.labels) & rows.running, images.dim())
+            found[rows.position] = torch.where(wrong, rows.x_adv, found[rows.position])
+            rows.losses[:, i] = current
             improved = current > rows.best
-            rows.x_best[improved] = rows.x_adv[improved]
-            rows.gradient_best[improved] = rows.gradient[improved]
-            rows.best[improved] = current[improved]
+            rows.x_best = torch.where(per_row(improved, images.dim()), rows.x_adv, rows.x_best)
+            rows.gradient_best = torch.where(per_row(improved, images.dim()), rows.gradient, rows.gradient_best)
+            rows.best = torch.where(improved, current, rows.best)
             interval = schedule.tick()
             if interval is not None:
-                # rises among the last `interval` steps; like the reference, index −1 wraps to the last row
-                rises = sum((rows.losses[i - j] > rows.losses[i - j - 1]).float() for j in range(interval))
+                # rises among the last `interval` steps; like the reference, index −1 wraps to the last column
+                rises = sum((rows.losses[:, i - j] > rows.losses[:, i - j - 1]).float() for j in range(interval))
                 stalled = ~rows.halved_at_checkpoint & (rows.best_at_checkpoint >= rows.best)
                 halve = (rises <= interval * rho) | stalled
                 rows.halved_at_checkpoint, rows.best_at_checkpoint = halve, rows.best.clone()
-                rows.step[halve] /= 2.0
-                rows.x_adv[halve], rows.gradient[halve] = rows.x_best[halve], rows.gradient_best[halve]
-            settled = _settled(out, rows.labels) if eot == 1 else torch.zeros_like(wrong)
-            if bool(settled.any()):
-                rows.keep(~settled)
+                halve = per_row(halve, images.dim())
+                rows.step = torch.where(halve, rows.step / 2.0, rows.step)
+                rows.x_adv = torch.where(halve, rows.x_best, rows.x_adv)
+                rows.gradient = torch.where(halve, rows.gradient_best, rows.gradient)
+            stop_settled(rows, out)
     return found
 
 
 def apgd(logits: Logits, images: Tensor, labels: Tensor, radii: Tensor, streams: ImageStreams, *, norm: str,
          loss: str = "ce", targets: int = 0, restarts: int = 1, steps: int = 100, rho: float = 0.75,
-         eot: int = 1) -> Tensor:
+         eot: int = 1, max_rows: int | None = None) -> Tensor:
     """Adversarial rows (R, C, H, W) of APGD: ``loss`` "ce" or "dlr" untargeted, or with
-    ``targets`` = k the targeted DLR loss against each of the k next classes in turn; each target
-    and restart runs on the rows not fooled yet. ``radii`` (R,) and ``streams`` are per row."""
+    ``targets`` = k the targeted DLR loss against each of the k next classes; ``radii`` (R,) and
+    ``streams`` are per row.
+
+    Every target × restart is an attempt, numbered target-major, that draws its start from
+    repetition ``number`` of the row's stream; a row's result is its earliest attempt that fools
+    it. Attempts run as rows of one batch, as many as fit in ``max_rows`` rows (default: the rows
+    given), on the rows earlier runs left robust; any grouping gives the same result."""
     if norm not in NORMS or loss not in LOSSES:
         raise ValueError(f"APGD takes norm in {NORMS} and loss in {LOSSES}, not {norm!r} and {loss!r}")
     if targets:
         with torch.no_grad():
             ranked = target_classes(logits(images), targets)
-    runs = [(rank, restart) for rank in range(max(targets, 1)) for restart in range(restarts)]
+    row_loss = targeted_dlr_loss if targets else dlr_loss if loss == "dlr" else _cross_entropy
 
-    def attempt(number: int):
-        rank, _ = runs[number]
+    def run(active: Tensor, numbers: range) -> Tensor:
+        rows = active.repeat(len(numbers))
+        attempt = torch.arange(numbers.start, numbers.stop, device=images.device).repeat_interleave(len(active))
+        chosen = ranked[attempt // restarts, rows] if targets else None
+        draws = Draws(len(rows), images.device, ImageStreams.cat([streams[active].repetition(number)
+                                                                   for number in numbers]))
+        image = torch.arange(len(active), device=images.device).repeat(len(numbers))
+        found = _single_run(logits, images[rows], labels[rows], chosen, radii[rows], draws, image, attempt, norm=norm,
+                            loss=row_loss, steps=steps, rho=rho, eot=eot)
+        return found.view(len(numbers), len(active), *images.shape[1:])
 
-        def run(active: Tensor) -> Tensor:
-            chosen = ranked[rank][active] if targets else None
-            row_loss = targeted_dlr_loss if targets else dlr_loss if loss == "dlr" else _cross_entropy
-            draws = Draws(len(active), images.device, streams[active].repetition(number))
-            return _single_run(logits, images[active], labels[active], chosen, radii[active], draws, norm=norm,
-                               loss=row_loss, steps=steps, rho=rho, eot=eot)
-
-        return run
-
-    return first_success(logits, images, labels, (attempt(number) for number in range(len(runs))))
+    return first_success(logits, images, labels, max(targets, 1) * restarts, run, max_rows)
 
 
 def _cross_entropy(logits: Tensor, labels: Tensor, _: Tensor | None = None) -> Tensor:

@@ -7,8 +7,9 @@ per-sample worst case. The settings are the reference's (``pyautoattack`` 0.2.0)
 ``rand`` averages 20 gradients (EoT) for randomised models.
 
 Two backends run a stage: ``native`` (batched rows, per-row random streams, fooled rows stop
-early) and ``reference`` (the ``pyautoattack`` package on the same rows, one ε at a time). Both
-run through ``attack_robust_rows``, the stage of eval-attack and of ``cascade`` alike.
+early; on an accelerator a stage's targets and restarts run as rows of one batch) and
+``reference`` (the ``pyautoattack`` package on the same rows, one ε at a time). Both run through
+``attack_robust_rows``, the stage of eval-attack and of ``cascade`` alike.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
+from typing import Protocol
 
 import torch
 from torch import Tensor, nn
@@ -103,20 +105,25 @@ def check_classes(component: Component, classes: int) -> None:
 
 
 def run_component(component: Component, logits: Logits, images: Tensor, labels: Tensor, radii: Tensor,
-                  streams: ImageStreams, settings: AutoAttackSettings) -> Tensor:
-    """Adversarial rows (R, C, H, W) of one natively run component; ``radii`` and ``streams`` per row."""
+                  streams: ImageStreams, settings: AutoAttackSettings, max_rows: int | None = None) -> Tensor:
+    """Adversarial rows (R, C, H, W) of one natively run component; ``radii`` and ``streams`` per row.
+    APGD's and FAB's attempts (targets, restarts) share a run up to ``max_rows`` rows (default R)."""
     c, norm, steps = component, settings.norm, settings.iterations
     if c.attack.startswith("apgd"):
         return apgd(logits, images, labels, radii, streams, norm=norm, loss="ce" if c.attack == "apgd-ce" else "dlr",
-                    targets=c.targets, restarts=c.restarts, steps=steps, eot=c.eot)
+                    targets=c.targets, restarts=c.restarts, steps=steps, eot=c.eot, max_rows=max_rows)
     if c.attack.startswith("fab"):
         return fab(logits, images, labels, radii, streams, norm=norm, targets=c.targets, restarts=c.restarts,
-                   steps=steps)
+                   steps=steps, max_rows=max_rows)
     return square(logits, images, labels, radii, streams, norm=norm, queries=settings.queries)
 
 
-# (images, labels, radii, streams) of rows → their adversarial rows
-RowAttack = Callable[[Tensor, Tensor, Tensor, ImageStreams], Tensor]
+class RowAttack(Protocol):
+    """(images, labels, radii, streams) of rows → their adversarial rows, with at most ``max_rows``
+    rows in one run (where the attack batches its attempts)."""
+
+    def __call__(self, images: Tensor, labels: Tensor, radii: Tensor, streams: ImageStreams,
+                 max_rows: int | None = None) -> Tensor: ...
 
 
 def native_attack(component: Component, logits: Logits, settings: AutoAttackSettings) -> RowAttack:
@@ -156,7 +163,8 @@ def reference_attack(component: Component, model: nn.Module, seed_of: Callable[[
                      settings: AutoAttackSettings) -> RowAttack:
     """The component run by ``pyautoattack`` on rows; it seeds itself (``seed_of``), not from the streams."""
 
-    def attack(images: Tensor, labels: Tensor, radii: Tensor, streams: ImageStreams) -> Tensor:
+    def attack(images: Tensor, labels: Tensor, radii: Tensor, streams: ImageStreams,
+               max_rows: int | None = None) -> Tensor:
         return run_reference(component, model, images, labels, radii, seed_of, settings)
 
     return attack
@@ -185,12 +193,17 @@ def attack_robust_rows(attack: RowAttack, logits: Logits, images: Tensor, labels
     """One stage of a cascade on a batch (N images) at E radii: ``attack`` runs, from the clean
     images, on the (ε, image) rows that ``robust`` (E, N) marks and whose radius is above 0
     (``streams``: one per row, ε-major). Returns the flags (E, N) of the rows still robust after
-    it, and of the rows it pushed out of the top 5 (robust rows were in it: top-1 correct so far)."""
+    it, and of the rows it pushed out of the top 5 (robust rows were in it: top-1 correct so far).
+
+    On an accelerator, the attempts of a stage (targets, restarts) share runs of up to E × N rows,
+    the most the first stage can hold: fewer, larger runs keep the device busy. On the CPU they
+    run one after the other, the fewest operations. The results are the same."""
     eps_of, image_of = (robust & (radii[:, None] > 0)).nonzero(as_tuple=True)
     robust, top5_missed = robust.clone(), torch.zeros_like(robust)
     if len(eps_of):
         adversarial = attack(images[image_of], labels[image_of], radii[eps_of],
-                             streams[eps_of * len(images) + image_of])
+                             streams[eps_of * len(images) + image_of],
+                             max_rows=None if images.device.type == "cpu" else robust.numel())
         with torch.no_grad():
             top1, top5 = top_hits(logits(adversarial), labels[image_of])
         robust[eps_of, image_of] = top1

@@ -153,23 +153,21 @@ def _random_start(x0: Tensor, radii: Tensor, norm: str, draws: Draws) -> Tensor:
     return (x0 + 0.5 * per_row(radii, x0.dim()) * normalized(noise, norm)).clamp(0, 1)
 
 
-def _distinct(images: Tensor, labels: Tensor, goals: Tensor | None) -> tuple[Tensor, Tensor]:
-    """Representatives of the distinct (image, label, target) rows and every row's group: a run
-    without random start depends on nothing else (not on ε), so the rows of one image at several
-    radii share it."""
-    parts = [images.flatten(1), labels[:, None].to(images.dtype)]
-    if goals is not None:
-        parts.append(goals[:, None].to(images.dtype))
-    _, group = torch.unique(torch.cat(parts, 1), dim=0, return_inverse=True)
+def _distinct(*columns: Tensor) -> tuple[Tensor, Tensor]:
+    """Representatives of the distinct rows of ``columns`` (each (R,) or (R, D)) and every row's
+    group: a run depends on nothing but its image, label, target and start (not on ε), so the
+    rows of one image at several radii share their runs from the image itself."""
+    key = torch.cat([column.reshape(len(column), -1).to(columns[0].dtype) for column in columns], 1)
+    _, group = torch.unique(key, dim=0, return_inverse=True)
     count = int(group.max()) + 1
-    first = torch.full((count,), len(images), dtype=torch.long, device=images.device)
-    first = first.scatter_reduce(0, group, torch.arange(len(images), device=images.device), "amin")
+    first = torch.full((count,), len(key), dtype=torch.long, device=key.device)
+    first = first.scatter_reduce(0, group, torch.arange(len(key), device=key.device), "amin")
     return first, group
 
 
 def fab(logits: Logits, images: Tensor, labels: Tensor, radii: Tensor, streams: ImageStreams, *,
         norm: str, targets: int = 0, restarts: int = 1, steps: int = 100,
-        alpha_max: float = 0.1, eta: float = 1.05, beta: float = 0.9) -> Tensor:
+        alpha_max: float = 0.1, eta: float = 1.05, beta: float = 0.9, max_rows: int | None = None) -> Tensor:
     """FAB on rows (R, C, H, W) in [0, 1] with per-row radii (R,): every row's smallest adversarial
     point found if its norm is at most the row's radius, else the clean image.
 
@@ -177,7 +175,10 @@ def fab(logits: Logits, images: Tensor, labels: Tensor, radii: Tensor, streams: 
     attacks the k classes ranked after the top one on the clean image, in rank order, each with
     ``restarts`` runs (AutoAttack's FAB-T: 9 targets, 1 restart). Restart 0 starts at the image,
     restart r > 0 at a random point of the row's stream ``repetition(r)``. Rows with radius 0 and
-    rows already misclassified come back clean.
+    rows already misclassified come back clean. Every target × restart is an attempt, and a row
+    keeps its earliest one that fools it. Attempts run as rows of one batch, as many as fit in
+    ``max_rows`` rows (default: the rows given), on the rows earlier runs left robust; any
+    grouping gives the same result.
     """
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {NORMS}, not {norm!r}")
@@ -192,27 +193,23 @@ def fab(logits: Logits, images: Tensor, labels: Tensor, radii: Tensor, streams: 
     if targets > 0:
         with torch.no_grad():
             goals = target_classes(logits(x), targets)
-        plan = [(goals[rank], restart) for rank in range(targets) for restart in range(restarts)]
-    else:
-        plan = [(None, restart) for restart in range(restarts)]
     settings = dict(norm=norm, steps=steps, alpha_max=alpha_max, eta=eta, beta=beta)
 
-    def attempt(goal: Tensor | None, restart: int):
-        def run(active: Tensor) -> Tensor:
-            x0, y0, radius = x[active], y[active], eps[active]
-            target = None if goal is None else goal[active]
-            if restart == 0:
-                first, group = _distinct(x0, y0, target)
-                best, size = _boundary_search(logits, x0[first], y0[first], x0[first],
-                                              None if target is None else target[first], **settings)
-                best, size = best[group], size[group]
-            else:
-                draws = Draws(len(active), images.device, keys[active].repetition(restart))
-                start = _random_start(x0, radius, norm, draws)
-                best, size = _boundary_search(logits, x0, y0, start, target, **settings)
-            return torch.where(per_row(size <= radius, x0.dim()), best, x0)
+    def run(active: Tensor, numbers: range) -> Tensor:
+        chosen = active.repeat(len(numbers))
+        attempt = torch.arange(numbers.start, numbers.stop, device=x.device).repeat_interleave(len(active))
+        x0, y0, radius = x[chosen], y[chosen], eps[chosen]
+        target = goals[attempt // restarts, chosen] if targets > 0 else None
+        start = x0
+        if restarts > 1:  # restarts r > 0 start at random (every row draws; restart 0 discards its draws)
+            draws = Draws(len(chosen), x.device, ImageStreams.cat([keys[active].repetition(number % restarts)
+                                                                   for number in numbers]))
+            start = torch.where(per_row(attempt % restarts > 0, x0.dim()), _random_start(x0, radius, norm, draws), x0)
+        first, group = _distinct(x0, start, y0, *([] if target is None else [target]))
+        best, size = _boundary_search(logits, x0[first], y0[first], start[first],
+                                      None if target is None else target[first], **settings)
+        found = torch.where(per_row(size[group] <= radius, x0.dim()), best[group], x0)
+        return found.view(len(numbers), len(active), *x.shape[1:])
 
-        return run
-
-    result[rows] = first_success(logits, x, y, (attempt(goal, restart) for goal, restart in plan))
+    result[rows] = first_success(logits, x, y, max(targets, 1) * restarts, run, max_rows)
     return result

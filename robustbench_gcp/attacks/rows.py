@@ -4,7 +4,8 @@ attacks form one batch, and every row's result depends on nothing but the row.""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 
 import torch
 from torch import Tensor, nn
@@ -62,23 +63,73 @@ def target_classes(logits: Tensor, count: int) -> Tensor:
     return order[:, 1:count + 1].T
 
 
-Attempt = Callable[[Tensor], Tensor]
+HOST_CHECK_EVERY = 10  # iterations between host reads of the running rows on an accelerator
 
 
-def first_success(logits: Logits, images: Tensor, labels: Tensor, attempts: Iterable[Attempt]) -> Tensor:
-    """Run ``attempts`` in order (restarts, target classes), each on the rows that no earlier
-    attempt has fooled, and keep every row's first adversarial example (the clean image where
-    none was found). An attempt maps the indices of its rows to their candidate images."""
+def host_check_interval(device: torch.device) -> int:
+    """Iterations between host reads of which rows still run: every one on the CPU, where a read
+    costs nothing and a masked row costs work; ``HOST_CHECK_EVERY`` on an accelerator, where each
+    read stalls the queue of kernels."""
+    return 1 if device.type == "cpu" else HOST_CHECK_EVERY
+
+
+@dataclass
+class RowState:
+    """The per-row state of an iterative attack, every field with its rows along dim 0: ``position``
+    is each row's place in the output, ``running`` marks the rows still updating.
+
+    The loop body masks its updates with ``running`` and never reads it back, so on an
+    accelerator it only queues kernels; every :func:`host_check_interval` iterations
+    :meth:`compact` reads it once and drops the stopped rows, so finished rows soon stop costing
+    work. A row's numbers do not depend on when it is dropped."""
+
+    position: Tensor
+    running: Tensor
+
+    def compact(self, iteration: int) -> bool:
+        """At every :func:`host_check_interval`-th iteration (from 0), keep only the running rows;
+        False when none is left (the loop can end)."""
+        if iteration % host_check_interval(self.running.device):
+            return True
+        kept = self.running.nonzero().squeeze(1)
+        if len(kept) < len(self.running):
+            for field in fields(self):
+                value = getattr(self, field.name)
+                if value is not None:
+                    setattr(self, field.name, value[kept])
+        return len(kept) > 0
+
+
+# (rows, attempt numbers) → the rows' candidates of every attempt, (attempts, rows, C, H, W)
+AttemptRun = Callable[[Tensor, range], Tensor]
+
+
+def first_success(logits: Logits, images: Tensor, labels: Tensor, attempts: int, run: AttemptRun,
+                  max_rows: int | None = None) -> Tensor:
+    """Every row's adversarial example from the first of ``attempts`` (restarts, target classes,
+    in order) that fools it; the clean image where none does.
+
+    ``run`` runs a group of consecutive attempts as rows of one batch, on the rows no earlier
+    group has fooled: as many attempts as fit in ``max_rows`` rows (default: the rows given, the
+    memory of one attempt on all of them), at least one. An attempt's candidate depends only on
+    the row and the attempt's number, so the result is the one of running the attempts one after
+    the other, each on the rows still robust, whatever the grouping."""
     adversarial = images.clone()
     with torch.no_grad():
         robust = logits(images).argmax(1) == labels
-    for attempt in attempts:
+    budget, done = max_rows or len(images), 0
+    while done < attempts:
         active = robust.nonzero().squeeze(1)
         if len(active) == 0:
             break
-        candidates = attempt(active)
+        numbers = range(done, min(done + max(budget // len(active), 1), attempts))
+        candidates = run(active, numbers)
         with torch.no_grad():
-            fooled = logits(candidates).argmax(1) != labels[active]
-        adversarial[active[fooled]] = candidates[fooled]
-        robust[active[fooled]] = False
+            predicted = logits(candidates.flatten(0, 1)).argmax(1).view(len(numbers), len(active))
+        fooled = predicted != labels[active]
+        success = fooled.any(0)
+        earliest = candidates[fooled.int().argmax(0), torch.arange(len(active), device=images.device)]
+        adversarial[active] = torch.where(per_row(success, images.dim()), earliest, images[active])
+        robust[active] = ~success
+        done = numbers.stop
     return adversarial

@@ -4,7 +4,8 @@ The algorithm and defaults are those of AutoAttack's ``SquareAttack`` (``pyautoa
 loss, untargeted, one restart, ``p_init`` = 0.8 with the piecewise-constant schedule of p in
 absolute iterations (``resc_schedule=False``), a square of side ≈ √(p·H·W) per iteration, and the
 "improved or already misclassified" acceptance rule; a row stops as soon as it is fooled and the
-attack stops when every row is.
+attack stops when every row is. A fooled row is masked (the loop reads nothing back from the
+device) and dropped at the next host check (``rows.RowState``).
 
 What differs from the reference, and why:
 
@@ -13,7 +14,8 @@ What differs from the reference, and why:
   signs (L∞) and one transpose of ``eta`` per iteration for the whole batch; here each row draws
   its own. Per row the distribution is the same, only the correlation between rows is gone.
   Iteration i draws from repetition i + 1 of the rows' streams (the start from repetition 0), in
-  a fresh ``Draws``, so the counters don't depend on which other rows are still active.
+  a fresh ``Draws``, so the counters don't depend on which other rows are still active (masked
+  rows draw too, and their draws are discarded).
 * The random bits come from the counter-based streams, not from torch's global generator, so
   results match the reference statistically, not bitwise.
 * Rows with radius 0 are never attacked (they come back as the clean image); rows already fooled
@@ -26,6 +28,7 @@ What differs from the reference, and why:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
@@ -33,7 +36,7 @@ from torch import Tensor
 
 from ..choices import NORMS
 from ..rng import Draws, ImageStreams
-from .rows import Logits, normalized, norms, per_row, project
+from .rows import Logits, RowState, normalized, norms, per_row, project
 
 # (last iteration, divisor of p_init): the reference's schedule, in absolute iterations
 _SCHEDULE = ((10, 1), (50, 2), (200, 4), (500, 8), (1000, 16), (2000, 32), (4000, 64), (6000, 128), (8000, 256))
@@ -173,6 +176,16 @@ def _l2_candidate(x0: Tensor, best: Tensor, radii: Tensor, p: float, draws: Draw
     return (x0 + normalized(delta, "l2") * per_row(radii, x0.dim())).clamp(0, 1)
 
 
+@dataclass
+class _Rows(RowState):
+    """The rows of an attack: their clean images, labels, radii and streams."""
+
+    images: Tensor
+    labels: Tensor
+    radii: Tensor
+    streams: ImageStreams
+
+
 def square(logits: Logits, images: Tensor, labels: Tensor, radii: Tensor, streams: ImageStreams, *,
            norm: str, queries: int = 5000, p_init: float = 0.8) -> Tensor:
     """Adversarial rows (R, C, H, W): every row's best point after at most ``queries`` iterations
@@ -192,17 +205,22 @@ def square(logits: Logits, images: Tensor, labels: Tensor, radii: Tensor, stream
     with torch.no_grad():
         best = start(images, radii, Draws(len(images), device, streams))
         margin = _margins(logits, best, labels)
+        rows = _Rows(position=torch.arange(len(images), device=device), running=(margin > 0) & (radii > 0),
+                     images=images, labels=labels, radii=radii, streams=streams)
         for iteration in range(queries):
-            active = ((margin > 0) & (radii > 0)).nonzero().squeeze(1)
-            if len(active) == 0:
+            if not rows.compact(iteration):
                 break
-            draws = Draws(len(active), device, streams[active].repetition(iteration + 1))
+            # every row held draws (its numbers depend on its key and the iteration alone); the
+            # stopped rows' candidates are discarded
+            draws = Draws(len(rows.position), device, rows.streams.repetition(iteration + 1))
             p = p_selection(p_init, iteration)
-            new = candidate(images[active], best[active], radii[active], p, draws)
-            new_margin = _margins(logits, new, labels[active])
+            new = candidate(rows.images, best[rows.position], rows.radii, p, draws)
+            new_margin = _margins(logits, new, rows.labels)
+            old_margin = margin[rows.position]
             # the reference keeps a candidate whose loss decreased or that is misclassified; with
-            # the margin loss and an active row's margin > 0, the second implies the first
-            accept = (new_margin < margin[active]) | (new_margin <= 0)
-            margin[active] = torch.where(accept, new_margin, margin[active])
-            best[active] = torch.where(per_row(accept, images.dim()), new, best[active])
+            # the margin loss and a running row's margin > 0, the second implies the first
+            accept = rows.running & ((new_margin < old_margin) | (new_margin <= 0))
+            margin[rows.position] = torch.where(accept, new_margin, old_margin)
+            best[rows.position] = torch.where(per_row(accept, images.dim()), new, best[rows.position])
+            rows.running &= margin[rows.position] > 0
     return best

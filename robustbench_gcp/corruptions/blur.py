@@ -29,7 +29,7 @@ def disk_kernel(radius: float, alias_blur: float) -> Tensor:
 
 def defocus_blur(x: Tensor, params: tuple[float, float], draws: Draws, protocol: str) -> Tensor:
     radius, alias_blur = params
-    return ops.filter2d(x, disk_kernel(radius, alias_blur).to(x.device)).clamp(0, 1)
+    return ops.filter2d(x, ops.to_device(disk_kernel(radius, alias_blur), x.device)).clamp(0, 1)
 
 
 @functools.lru_cache(maxsize=None)
@@ -71,9 +71,9 @@ def glass_blur(x: Tensor, params: tuple[float, int, int], draws: Draws, protocol
     n, c, h, w = x.shape
     blurred = ops.truncate_to_uint8_levels(ops.gaussian_blur(x, float(sigma), mode="nearest"))
     offsets, cumulative = glass_source_offsets(delta, passes)
-    choice = torch.searchsorted(cumulative.to(x.device), draws.uniform((h, w), dtype=torch.float64))
+    choice = torch.searchsorted(ops.to_device(cumulative, x.device), draws.uniform((h, w), dtype=torch.float64))
     choice = choice.clamp(max=len(offsets) - 1)
-    picked = offsets.to(x.device)[choice]  # (n, h, w, 2)
+    picked = ops.to_device(offsets, x.device)[choice]  # (n, h, w, 2)
     rows = torch.arange(h, device=x.device)[:, None]
     cols = torch.arange(w, device=x.device)[None, :]
     touched = ((rows >= 1) & (rows <= h - 1)) & ((cols >= 1) & (cols <= w - 1))

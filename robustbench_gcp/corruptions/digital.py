@@ -110,13 +110,13 @@ def _random_affine(x: Tensor, spread: float, draws: Draws) -> Tensor:
     center_a, center_b = float(h // 2), float(w // 2)
     side = min(h, w) // 3
     # The generators build the points from (H, W) but OpenCV reads them as (x, y).
-    source = torch.tensor([[center_a + side, center_b + side], [center_a + side, center_b - side],
-                           [center_a - side, center_b - side]], dtype=torch.float64, device=x.device)
+    source = ops.to_device(torch.tensor([[center_a + side, center_b + side], [center_a + side, center_b - side],
+                                         [center_a - side, center_b - side]], dtype=torch.float64), x.device)
     target = source + draws.uniform((3, 2), -spread, spread, dtype=torch.float64)
     ones = torch.ones(3, 1, dtype=torch.float64, device=x.device)
     # forward map M (2×3): target = M [source; 1]; warpAffine samples src at M⁻¹ · dst
     forward = torch.linalg.solve(torch.cat([source, ones], 1).expand(n, 3, 3), target).mT
-    last_row = torch.tensor([[0.0, 0.0, 1.0]], dtype=torch.float64, device=x.device).expand(n, 1, 3)
+    last_row = ops.to_device(torch.tensor([[0.0, 0.0, 1.0]], dtype=torch.float64), x.device).expand(n, 1, 3)
     full = torch.cat([forward, last_row], 1)
     inverse = torch.linalg.inv(full)[:, :2]
     ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64, device=x.device),

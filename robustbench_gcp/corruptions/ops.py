@@ -22,6 +22,12 @@ from .jpeg import jpeg_round_trip_exact
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)
 
 
+def to_device(t: Tensor, device: torch.device, dtype: torch.dtype | None = None) -> Tensor:
+    """A small host tensor (a kernel, a table) on ``device`` without waiting for the device: a
+    copy from pageable memory is staged at once, so the host keeps queueing work on CUDA."""
+    return t.to(device=device, dtype=dtype, non_blocking=True)
+
+
 def border_index(size: int, before: int, after: int, mode: str, device: torch.device) -> Tensor:
     """Source indices of a padded axis, for any pad width (also wider than the axis).
 
@@ -62,7 +68,8 @@ _DIRECT_TAPS = 31
 
 
 def _correlate_axis(x: Tensor, taps: Tensor, dim: int, mode: str) -> Tensor:
-    """Correlate along one axis: shifted multiply-adds for short kernels, the FFT for long ones."""
+    """Correlate along one axis: shifted multiply-adds for short kernels, the FFT for long ones
+    (``taps`` on the host: the short ones become Python floats without a device round trip)."""
     radius = taps.numel() // 2
     index = border_index(x.shape[dim], radius, radius, mode, x.device)
     padded = x.index_select(dim, index)
@@ -74,7 +81,7 @@ def _correlate_axis(x: Tensor, taps: Tensor, dim: int, mode: str) -> Tensor:
         return out
     length = padded.shape[dim]
     spectrum = torch.fft.rfft(padded, n=length, dim=dim)
-    kernel = torch.fft.rfft(taps.to(x.dtype).flip(0), n=length)
+    kernel = torch.fft.rfft(to_device(taps, x.device, x.dtype).flip(0), n=length)
     shape = [1] * x.dim()
     shape[dim] = kernel.numel()
     out = torch.fft.irfft(spectrum * kernel.view(shape), n=length, dim=dim)
@@ -82,7 +89,7 @@ def _correlate_axis(x: Tensor, taps: Tensor, dim: int, mode: str) -> Tensor:
 
 
 def separable_filter(x: Tensor, taps_h: Tensor, taps_w: Tensor, mode: str) -> Tensor:
-    """Correlate every channel with the outer product of two odd-length 1-D kernels."""
+    """Correlate every channel with the outer product of two odd-length 1-D kernels (host tensors)."""
     return _correlate_axis(_correlate_axis(x, taps_h, -2, mode), taps_w, -1, mode)
 
 
@@ -91,8 +98,7 @@ def gaussian_blur(
 ) -> Tensor:
     """``scipy.ndimage.gaussian_filter`` over H and W (what ``skimage.filters.gaussian`` runs)."""
     sigma_h, sigma_w = sigma if isinstance(sigma, tuple) else (sigma, sigma)
-    taps = [torch.tensor(_gaussian_taps(float(s), truncate), dtype=torch.float64, device=x.device)
-            for s in (sigma_h, sigma_w)]
+    taps = [torch.tensor(_gaussian_taps(float(s), truncate), dtype=torch.float64) for s in (sigma_h, sigma_w)]
     return separable_filter(x, taps[0], taps[1], mode)
 
 
@@ -121,7 +127,7 @@ def opencv_gaussian_kernel(size: int, sigma: float) -> Tensor:
 
 def gray(x: Tensor) -> Tensor:
     """OpenCV RGB → gray, (N, 3, H, W) → (N, 1, H, W)."""
-    weights = torch.tensor(GRAY_WEIGHTS, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    weights = to_device(torch.tensor(GRAY_WEIGHTS, dtype=x.dtype), x.device).view(1, 3, 1, 1)
     return (x * weights).sum(dim=1, keepdim=True)
 
 

@@ -63,22 +63,23 @@ def _resized_texture(index: int, protocol: str, height: int, width: int) -> Tens
 
 
 @functools.lru_cache(maxsize=16)
-def _texture_stack(protocol: str, height: int, width: int) -> tuple[Tensor, Tensor]:
-    """All textures a protocol draws from, zero-padded into one tensor, and their sizes."""
+def _texture_stack(protocol: str, height: int, width: int, device: torch.device,
+                   dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """All textures a protocol draws from, zero-padded into one tensor, and their sizes, on
+    ``device`` (copied there once, not per batch)."""
     count = 6 if protocol == "imagecorruptions" else 5  # the generators draw randint(5)
     textures = [_resized_texture(i, protocol, height, width) for i in range(count)]
     max_h = max(t.shape[1] for t in textures)
     max_w = max(t.shape[2] for t in textures)
     stack = torch.stack([F.pad(t, (0, max_w - t.shape[2], 0, max_h - t.shape[1])) for t in textures])
     sizes = torch.tensor([t.shape[1:] for t in textures])
-    return stack, sizes
+    return stack.to(device, dtype), sizes.to(device)
 
 
 def frost(x: Tensor, params: tuple[float, float], draws: Draws, protocol: str) -> Tensor:
     image_weight, frost_weight = params
     n, _, h, w = x.shape
-    stack, sizes = _texture_stack(protocol, h, w)
-    stack, sizes = stack.to(x.device, x.dtype), sizes.to(x.device)
+    stack, sizes = _texture_stack(protocol, h, w, x.device, x.dtype)
     index = draws.randint(0, len(stack))
     # randint(0, texture side - image side) per image, with its own bound
     top = (draws.uniform((), dtype=torch.float64) * (sizes[index, 0] - h)).long()

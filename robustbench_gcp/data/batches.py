@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -25,6 +25,7 @@ from .decode import EncodedFiles, Geometry, collate_encoded, decode_batch
 
 _END = object()
 T = TypeVar("T")
+U = TypeVar("U")
 
 
 class UnreadableImages(Error, ValueError):
@@ -88,14 +89,50 @@ def read_ahead(items: Iterator[T], device: torch.device, depth: int = 2) -> Iter
             if isinstance(got, _Failure):
                 raise got.error
             item, done = got
-            if current is not None:
-                current.wait_event(done)
-                for value in item if isinstance(item, tuple) else vars(item).values():
-                    if isinstance(value, Tensor) and value.is_cuda:
-                        value.record_stream(current)
-            yield item
+            yield _hand_over(item, done, current) if current is not None else item
     finally:
         stop.set()
+
+
+def _tensors(item) -> Iterator[Tensor]:
+    """The CUDA tensors of an item: a tensor, or the values of a tuple or a dataclass."""
+    values = (item,) if isinstance(item, Tensor) else item if isinstance(item, (tuple, list)) else vars(item).values()
+    return (value for value in values if isinstance(value, Tensor) and value.is_cuda)
+
+
+def _hand_over(item: T, done: torch.cuda.Event, stream: torch.cuda.Stream) -> T:
+    """``item``, made on another stream up to event ``done``, ready for use on ``stream``: it
+    waits for the event, and the caching allocator keeps the item's memory until ``stream`` is done with it."""
+    stream.wait_event(done)
+    for tensor in _tensors(item):
+        tensor.record_stream(stream)
+    return item
+
+
+def staged(items: Iterable[T], work: Callable[[T], U], device: torch.device) -> Iterator[U]:
+    """``work(item)`` for each item, in order. On CUDA each item's work is queued on a side
+    stream before the previous result is handed over, so the GPU prepares batch k+1 (decodes and
+    corrupts it) while the caller's stream classifies batch k; nothing here waits for the device.
+    The CPU does them in turn. Results are those of ``map(work, items)`` either way."""
+    if device.type != "cuda":
+        yield from map(work, items)
+        return
+    current = torch.cuda.current_stream(device)
+    side = torch.cuda.Stream(device)
+    side.wait_stream(current)  # what the caller queued for the items is done before the side stream reads them
+    pending = None
+    for item in items:
+        for tensor in _tensors(item):
+            tensor.record_stream(side)
+        with torch.cuda.stream(side):
+            result = work(item)
+            done = torch.cuda.Event()
+            done.record(side)
+        if pending is not None:
+            yield _hand_over(*pending, current)
+        pending = (result, done)
+    if pending is not None:
+        yield _hand_over(*pending, current)
 
 
 class ImageBatches:

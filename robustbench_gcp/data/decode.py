@@ -47,8 +47,7 @@ class Geometry:
 
 class EncodedFiles(Dataset):
     """Labelled image files as raw bytes: what loader workers hand over for decoding on the
-    device (plain ``bytes`` pickle cheaply; a tensor per file would cost a shared-memory handle
-    each). An unreadable file gives empty bytes, decoded as unreadable."""
+    device. An unreadable file gives empty bytes, decoded as unreadable."""
 
     def __init__(self, samples: Sequence[tuple[str, int]]) -> None:
         self.samples = list(samples)
@@ -67,13 +66,45 @@ class EncodedFiles(Dataset):
         return data, label, index, bool(data)
 
 
-def collate_encoded(items):
-    """A batch of ``EncodedFiles`` items: the files' bytes as uint8 tensors in a list (files
-    differ in length), labels, indices and readable flags as tensors."""
+@dataclass
+class EncodedBatch:
+    """A batch of files' bytes end to end in one uint8 tensor, and each file's length: one
+    shared-memory handle per batch from a loader worker, not one per file."""
+
+    data: Tensor
+    lengths: Tensor
+
+    def files(self) -> list[Tensor]:
+        """Each file's bytes, as views of ``data``."""
+        return list(torch.split(self.data, self.lengths.tolist()))
+
+    def whole_jpegs(self) -> Tensor:
+        """Flags of the files that start with a JPEG's start-of-image marker and end with its
+        end-of-image marker (a truncated JPEG goes to PIL, which refuses it), for the batch at once."""
+        ends = self.lengths.cumsum(0)
+        starts = ends - self.lengths
+        whole = self.lengths > 4  # the shorter ones' positions below may point into other files
+        if not whole.any():
+            return whole
+
+        def byte_at(position: Tensor) -> Tensor:
+            return self.data[position.clamp(0, len(self.data) - 1)]
+
+        for offset, byte in enumerate(_JPEG_MAGIC):
+            whole &= byte_at(starts + offset) == byte
+        for offset, byte in zip((2, 1), _JPEG_END):
+            whole &= byte_at(ends - offset) == byte
+        return whole
+
+
+def collate_encoded(items) -> tuple[EncodedBatch, Tensor, Tensor, Tensor]:
+    """A batch of ``EncodedFiles`` items: the files' bytes as one ``EncodedBatch``, labels,
+    indices and readable flags as tensors."""
     data, labels, index, readable = zip(*items)
-    tensors = [torch.frombuffer(bytearray(d), dtype=torch.uint8) if d else torch.empty(0, dtype=torch.uint8)
-               for d in data]
-    return tensors, torch.tensor(labels), torch.tensor(index), torch.tensor(readable)
+    blob = torch.frombuffer(bytearray(b"".join(data)), dtype=torch.uint8) if any(data) else \
+        torch.empty(0, dtype=torch.uint8)
+    lengths = torch.tensor([len(d) for d in data], dtype=torch.int64)
+    return EncodedBatch(blob, lengths), torch.tensor(labels), torch.tensor(index), torch.tensor(readable)
 
 
 def pil_decode(source, transform) -> Tensor | None:
@@ -103,16 +134,16 @@ def _device_decode(datas: list[Tensor], device: torch.device) -> list[Tensor | N
             return decoded
 
 
-def decode_batch(datas: Sequence[Tensor], geometry: Geometry, size: int,
+def decode_batch(encoded: EncodedBatch, geometry: Geometry, size: int,
                  device: torch.device) -> tuple[Tensor, Tensor]:
     """File bytes → (uint8 (N, 3, size, size) on ``device``, readable flags (N,) on the host).
 
     JPEGs decode in one batch on the device; everything else, and JPEGs the device decoder
     refuses, goes through PIL. Unreadable images are zeros with their flag False.
     """
+    datas = encoded.files()
     images: list[Tensor | None] = [None] * len(datas)
-    jpeg = [i for i, data in enumerate(datas)  # whole JPEGs only: a truncated one goes to PIL, which refuses it
-            if len(data) > 4 and bytes(data[:3].tolist()) == _JPEG_MAGIC and bytes(data[-2:].tolist()) == _JPEG_END]
+    jpeg = encoded.whole_jpegs().nonzero().squeeze(1).tolist()
     decoded = dict(zip(jpeg, _device_decode([datas[i] for i in jpeg], device))) if jpeg else {}
     by_size: dict[tuple[int, ...], list[int]] = {}
     for i, image in decoded.items():

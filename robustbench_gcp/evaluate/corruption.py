@@ -2,6 +2,8 @@
 
 On-the-fly sources are processed in chunks of clean images decoded once and kept on the device
 as uint8; every pending cell corrupts and classifies the chunk before the next one is read.
+On CUDA a cell's next batch is corrupted on a side stream while the model classifies the current
+one, and nothing in the loop waits for the device until the cell's counts are read.
 Each (cell, chunk) goes into the results store as soon as it is counted, so rerunning the same
 command skips what is done and an interruption loses at most one cell of one chunk. Per-image
 random streams make the numbers independent of batch size, chunk size, device count and resume
@@ -22,7 +24,7 @@ from ..choices import DECODERS
 from ..corruptions import ALL_PROTOCOLS, BACKENDS, C_BAR_PROTOCOLS, benchmark_names, corrupt, names
 from ..corruptions.api import check_name, check_name_in_protocol, is_severity, severity_hint
 from ..corruptions.params import MIN_SIZE
-from ..data.batches import DeviceDecoding, ImageBatches, batches_of, read_ahead
+from ..data.batches import DeviceDecoding, ImageBatches, batches_of, read_ahead, staged
 from ..data.sources import DatasetError, EvalSource, ImageFiles
 from ..devices import as_model_input, autocast, effective_precision, prepare, to_float_images
 from ..distributed import DistContext, barrier, broadcast, init_distributed
@@ -224,6 +226,7 @@ class _Chunk:
     images: torch.Tensor | None = None
     labels: torch.Tensor | None = None
     index: torch.Tensor | None = None
+    device_index: torch.Tensor | None = None  # ``index`` on the device, for the images' random streams
     unread: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
 
@@ -257,6 +260,7 @@ class _ChunkRunner:
         read = batches.gather()
         if read is not None:
             chunk.images, chunk.labels, chunk.index = read
+            chunk.device_index = chunk.index.to(self.ctx.device)
         chunk.unread = np.array(batches.unread, dtype=np.int64)
         return chunk
 
@@ -278,14 +282,20 @@ class _ChunkRunner:
             batches = ()  # none when nothing of this rank's share could be read
             if chunk.images is not None:
                 selected = torch.from_numpy(np.isin(chunk.index.numpy(), wanted))
-                batches = batches_of((chunk.images, chunk.labels, chunk.index), selected, config.batch_size)
-            for images, labels, index in batches:
-                batch = to_float_images(images, device)
-                if name != "clean":
-                    streams = image_streams(config.seed, index, name, severity, device)
-                    batch = corrupt(batch, name, severity, protocol=config.protocol, backend=config.backend,
-                                    generator=streams, check_input=False)
-                tally.add(self._logits(batch), labels, index)
+                columns = (chunk.images, chunk.labels, chunk.index, chunk.device_index)
+                batches = batches_of(columns, selected, config.batch_size)
+
+            def corrupted(batch: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                images, labels, index, device_index = batch
+                images = to_float_images(images, device)
+                if name != "clean":  # the streams come from indices already on the device: no copy, no wait
+                    streams = image_streams(config.seed, device_index, name, severity, device)
+                    images = corrupt(images, name, severity, protocol=config.protocol, backend=config.backend,
+                                     generator=streams, check_input=False)
+                return images, labels, index
+
+            for images, labels, index in staged(batches, corrupted, device):
+                tally.add(self._logits(images), labels, index)
                 bar.update(len(index) * self.ctx.world)
             skipped = int(np.isin(chunk.unread, wanted).sum())
         else:
