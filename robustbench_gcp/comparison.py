@@ -53,6 +53,17 @@ class Difference:
     interval: tuple[float, float] | None = None  # of worse_by
     p_value: float | None = None  # McNemar, Holm-adjusted over the cells (paired runs)
     significant: bool | None = None  # None: no uncertainty known
+    direction: int = 1  # +1: a higher value is worse (errors); -1: a higher value is better (accuracies)
+
+    @property
+    def change(self) -> float | None:
+        """current − baseline in the metric's own sense (``worse_by`` with the metric's direction undone)."""
+        return None if self.worse_by is None else round(self.direction * self.worse_by, 4)
+
+    @property
+    def change_interval(self) -> tuple[float, float] | None:
+        """The interval of ``change``."""
+        return None if self.interval is None else tuple(sorted(self.direction * bound for bound in self.interval))
 
 
 @dataclass(frozen=True)
@@ -208,7 +219,7 @@ def compare(baseline: object, current: object, labels: tuple[str, str] = ("basel
             half = math.hypot(*widths)
             interval, significant = (round(worse - half, 4), round(worse + half, 4)), abs(worse) > half
         differences.append(Difference(metric, old, new, None if worse is None else round(worse, 4), interval,
-                                      None, significant))
+                                      None, significant, direction))
     known = any(d.interval for d in differences)
     note = ("unpaired: JSON summaries carry no per-image outcomes, so each interval combines the two summaries' "
             "own intervals" if known else "no intervals: the summaries carry none (written before they existed)")
@@ -291,7 +302,7 @@ def compare_runs(store: ResultStore, baseline: Run, current: Run, labels: tuple[
         significant = (p_value < alpha) if p_value is not None else (
             not interval[0] <= 0 <= interval[1] if interval else None)
         differences.append(Difference(metric, old, new, None if worse is None else round(worse, 4), interval,
-                                      p_value, significant))
+                                      p_value, significant, direction))
     corruptions = {k: v for k, v in aggregates.items() if k not in ("mean_error", "mCE", "relative_mCE")}
     images = f"{size} images" if len(set(sizes.values())) == 1 else " and ".join(
         f"{n} images ({name})" for (name, _), n in sizes.items())
@@ -380,7 +391,7 @@ def _compare_perturbation_runs(store: ResultStore, runs: tuple[Run, Run], labels
         interval = None if interval is None else (round(interval[0], 4), round(interval[1], 4))
         significant = None if interval is None else not interval[0] <= 0 <= interval[1]
         differences.append(Difference(metric, old, new, None if worse is None else round(worse, 4), interval,
-                                      None, significant))
+                                      None, significant, direction))
     videos = len(next(iter(shares.values()))[0]) if shares else 0
     return Comparison(differences, True, f"paired over the same {videos} videos: bootstrap intervals of the "
                       f"flip-probability differences (percentage points); alpha {alpha:g}")

@@ -209,3 +209,20 @@ def test_paired_interval_of_the_mean_fp_covers_what_the_mean_covers(tmp_path):
     changed = f"FP {VALIDATION_PERTURBATIONS['imagenet-p'][0]}/1"
     validation = next(d for d in comparison.differences if d.metric == changed)
     assert validation.worse_by > 50 and validation.significant  # the validation perturbation's own change is seen
+
+
+def test_a_difference_reads_as_current_minus_baseline_whichever_way_its_metric_points():
+    """``worse_by`` is signed by the metric's direction; ``change`` undoes it for tables and reports."""
+    from robustbench_gcp.comparison import compare
+
+    def attack_summary(clean: float, robust: float) -> dict:
+        return {"clean_accuracy": clean, "clean_accuracy_ci": [clean - 1, clean + 1],
+                "robust_accuracy": {"pgd": {"1/255": robust}}}
+
+    attack = compare(attack_summary(90.0, 40.0), attack_summary(88.0, 45.0))
+    accuracy, robust = attack.by_metric()["clean_accuracy"], attack.by_metric()["pgd@1/255"]
+    assert (accuracy.worse_by, accuracy.change, robust.worse_by, robust.change) == (2.0, -2.0, -5.0, 5.0)
+    assert accuracy.change_interval == tuple(sorted(-bound for bound in accuracy.interval))
+    error = compare({"clean_error": 10.0, "errors": {"fog": [20.0] * 5}},
+                    {"clean_error": 12.0, "errors": {"fog": [19.0] * 5}}).by_metric()
+    assert (error["clean_error"].change, error["fog/1"].change, error["fog/1"].change_interval) == (2.0, -1.0, None)

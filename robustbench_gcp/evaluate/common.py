@@ -3,6 +3,7 @@ checking the data, the run identity's data part, and the counting of a cell's ou
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import socket
@@ -138,12 +139,18 @@ def data_identity(source: EvalSource, data: Path, clean_data: Path | None) -> di
     }
 
 
+@functools.lru_cache(maxsize=1)
+def _processor() -> str:
+    """The CPU's name, read once per process (``platform.processor`` runs ``uname -p`` each call)."""
+    return platform.processor() or platform.machine()
+
+
 def environment(device: torch.device) -> Environment:
     """This process's package and torch versions, device and host: a run's provenance."""
     if device.type == "cuda":
         name = f"cuda: {torch.cuda.get_device_name(device)}"
     else:
-        name = f"{device.type}: {platform.processor() or platform.machine()}"
+        name = f"{device.type}: {_processor()}"
     return Environment(package=__version__, torch=torch.__version__, device=name, host=socket.gethostname())
 
 

@@ -59,18 +59,12 @@ def _published(kind: str, values: Mapping[str, float], summary: Mapping) -> dict
                                              for metric, value in shown.items()}}
 
 
-def _higher_is_better(metric: str) -> bool:
-    """Accuracies (clean, robust and worst case per ε) and effective robustness; the rest are errors."""
-    return metric == "clean_accuracy" or "@" in metric or metric == "effective_robustness"
-
-
 def _difference(d: Difference) -> dict:
-    """GCP − GAP and its interval, whichever way the metric points (``worse_by`` is signed by it)."""
-    sign = -1 if _higher_is_better(d.metric) else 1
-    interval = None if d.interval is None else sorted(sign * bound for bound in d.interval)
-    return {"metric": d.metric, "gap": d.baseline, "gcp": d.current,
-            "difference": None if d.worse_by is None else round(sign * d.worse_by, 4),
-            "interval": interval, "p_value": d.p_value, "significant": d.significant}
+    """GCP − GAP and its interval, whichever way the metric points."""
+    interval = d.change_interval
+    return {"metric": d.metric, "gap": d.baseline, "gcp": d.current, "difference": d.change,
+            "interval": None if interval is None else list(interval), "p_value": d.p_value,
+            "significant": d.significant}
 
 
 def _comparison(comparison: Comparison, gap: Run, gcp: Run) -> dict:

@@ -35,7 +35,7 @@ def _difference_row(comparison, gap: Run, gcp: Run, effective: EffectiveRobustne
     for metric in ("clean_error", "top1_error", "top5_error"):
         found = differences.get(metric)
         significant = found.significant if found and metric != "top5_error" else None
-        row.append(_delta(found.worse_by, significant) if found and found.worse_by is not None else None)
+        row.append(_delta(found.change, significant) if found else None)
     paired = effective.difference(gap, gcp, 1 - alpha)
     if paired is None:
         row.append(None)

@@ -100,8 +100,8 @@ def _delta(value: float | None, significant: bool | None) -> str | None:
     return None if value is None else f"{value:+.2f}{'*' if significant else ''}"
 
 
-def _with_twins(rows: list[list], metrics: list[str], comparisons: dict[int, Comparison], headers: list[str],
-                negate: bool = False) -> tuple[list[list], list[str]]:
+def _with_twins(rows: list[list], metrics: list[str], comparisons: dict[int, Comparison],
+                headers: list[str]) -> tuple[list[list], list[str]]:
     """A "Δ GCP − GAP" column after each twin pair: the difference, * where significant."""
     for index in sorted(comparisons, reverse=True):
         comparison = comparisons[index]
@@ -112,8 +112,8 @@ def _with_twins(rows: list[list], metrics: list[str], comparisons: dict[int, Com
             delta = None
             if isinstance(gap, (int, float)) and isinstance(gcp, (int, float)):
                 delta = gcp - gap
-            elif metric in differences and differences[metric].worse_by is not None:
-                delta = -differences[metric].worse_by if negate else differences[metric].worse_by
+            elif metric in differences:
+                delta = differences[metric].change
             interval = comparison.corruption_intervals.get(metric)
             significant = (not interval[0] <= 0 <= interval[1]) if interval else (
                 differences[metric].significant if metric in differences else None)
@@ -210,8 +210,7 @@ def attack_tables(store: ResultStore, runs: Sequence[Run], fmt: str = "github",
             row = ["Δ GCP − GAP"]
             for metric in ["clean_accuracy", *[f"{prefix}@{level}" for level in levels]]:
                 found = differences.get(metric)
-                row.append(_delta(-found.worse_by, found.significant) if found and found.worse_by is not None
-                           else None)
+                row.append(_delta(found.change, found.significant) if found else None)
             rows.insert(index + 1, row)
         headers = ["run", "clean", *[f"eps {v}" for v in levels]]
         text.append(f"{title} (robust accuracy %)\n" + render(rows, headers, fmt))
