@@ -25,7 +25,7 @@ from torch import Tensor
 
 from ..choices import NORMS
 from ..rng import Draws, ImageStreams
-from .rows import Logits, RowState, first_success, normalized, per_row, project, target_classes
+from .rows import Logits, RowState, attempt_rows, first_success, normalized, per_row, project, target_classes
 
 LOSSES = ("ce", "dlr")
 Loss = Callable[[Tensor, Tensor, "Tensor | None"], Tensor]  # (logits, labels, targets) → per-row loss
@@ -208,8 +208,7 @@ def apgd(logits: Logits, images: Tensor, labels: Tensor, radii: Tensor, streams:
     row_loss = targeted_dlr_loss if targets else dlr_loss if loss == "dlr" else _cross_entropy
 
     def run(active: Tensor, numbers: range) -> Tensor:
-        rows = active.repeat(len(numbers))
-        attempt = torch.arange(numbers.start, numbers.stop, device=images.device).repeat_interleave(len(active))
+        rows, attempt = attempt_rows(active, numbers)
         chosen = ranked[attempt // restarts, rows] if targets else None
         draws = Draws(len(rows), images.device, ImageStreams.cat([streams[active].repetition(number)
                                                                    for number in numbers]))

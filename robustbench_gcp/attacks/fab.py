@@ -21,7 +21,7 @@ from torch import Tensor
 
 from ..choices import NORMS
 from ..rng import Draws, ImageStreams
-from .rows import Logits, first_success, normalized, norms, per_row, target_classes
+from .rows import Logits, attempt_rows, first_success, normalized, norms, per_row, target_classes
 
 __all__ = ["fab", "projection", "projection_l2", "projection_linf"]
 
@@ -196,8 +196,7 @@ def fab(logits: Logits, images: Tensor, labels: Tensor, radii: Tensor, streams: 
     settings = dict(norm=norm, steps=steps, alpha_max=alpha_max, eta=eta, beta=beta)
 
     def run(active: Tensor, numbers: range) -> Tensor:
-        chosen = active.repeat(len(numbers))
-        attempt = torch.arange(numbers.start, numbers.stop, device=x.device).repeat_interleave(len(active))
+        chosen, attempt = attempt_rows(active, numbers)
         x0, y0, radius = x[chosen], y[chosen], eps[chosen]
         target = goals[attempt // restarts, chosen] if targets > 0 else None
         start = x0

@@ -104,6 +104,14 @@ class RowState:
 AttemptRun = Callable[[Tensor, range], Tensor]
 
 
+def attempt_rows(active: Tensor, numbers: range) -> tuple[Tensor, Tensor]:
+    """The rows of one run of attempts ``numbers`` on rows ``active``, attempt-major: each row's
+    index into the attack's rows, and its attempt's number."""
+    chosen = active.repeat(len(numbers))
+    attempt = torch.arange(numbers.start, numbers.stop, device=active.device).repeat_interleave(len(active))
+    return chosen, attempt
+
+
 def first_success(logits: Logits, images: Tensor, labels: Tensor, attempts: int, run: AttemptRun,
                   max_rows: int | None = None) -> Tensor:
     """Every row's adversarial example from the first of ``attempts`` (restarts, target classes,

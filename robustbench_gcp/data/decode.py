@@ -101,7 +101,8 @@ def collate_encoded(items) -> tuple[EncodedBatch, Tensor, Tensor, Tensor]:
     """A batch of ``EncodedFiles`` items: the files' bytes as one ``EncodedBatch``, labels,
     indices and readable flags as tensors."""
     data, labels, index, readable = zip(*items)
-    blob = torch.frombuffer(bytearray(b"".join(data)), dtype=torch.uint8) if any(data) else \
+    # joined straight into a bytearray (one copy): frombuffer wants a writable buffer
+    blob = torch.frombuffer(bytearray().join(data), dtype=torch.uint8) if any(data) else \
         torch.empty(0, dtype=torch.uint8)
     lengths = torch.tensor([len(d) for d in data], dtype=torch.int64)
     return EncodedBatch(blob, lengths), torch.tensor(labels), torch.tensor(index), torch.tensor(readable)
